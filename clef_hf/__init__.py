@@ -1,0 +1,47 @@
+"""clef-hf: facial action unit detection and facial expression recognition with CLEF (Zhang et al., ICCV 2023).
+
+Importing the package registers CLEF with transformers' auto classes, so `AutoConfig`, `AutoModel` and
+`AutoProcessor` load CLEF checkpoints without `trust_remote_code`. Saved checkpoints also carry the modeling code, so
+users without the package can load them with `trust_remote_code=True`.
+"""
+
+from transformers import AutoConfig, AutoModel, AutoProcessor
+
+from .bpe_tokenizer import train_clip_tokenizer
+from .configuration_clef import CLEFConfig
+from .losses import (
+    au_loss,
+    expression_loss,
+    fine_tuning_loss,
+    name_description_loss,
+    pretraining_loss,
+    supervised_contrastive_loss,
+)
+from .modeling_clef import CLEFModel, CLEFOutput, CLEFPreTrainedModel
+from .processing_clef import CLEFProcessor, TokenizerMismatchError, check_tokenizer_fits
+
+__version__ = "0.1.0"
+
+AutoConfig.register(CLEFConfig.model_type, CLEFConfig, exist_ok=True)
+AutoModel.register(CLEFConfig, CLEFModel, exist_ok=True)
+AutoProcessor.register(CLEFConfig, CLEFProcessor, exist_ok=True)
+CLEFConfig.register_for_auto_class()
+CLEFModel.register_for_auto_class("AutoModel")
+CLEFProcessor.register_for_auto_class("AutoProcessor")
+
+__all__ = [
+    "CLEFConfig",
+    "CLEFModel",
+    "CLEFOutput",
+    "CLEFPreTrainedModel",
+    "CLEFProcessor",
+    "TokenizerMismatchError",
+    "au_loss",
+    "check_tokenizer_fits",
+    "expression_loss",
+    "fine_tuning_loss",
+    "name_description_loss",
+    "pretraining_loss",
+    "supervised_contrastive_loss",
+    "train_clip_tokenizer",
+]
