@@ -52,13 +52,18 @@ def train_clip_tokenizer(texts: Iterable[str] | None = None, vocab_size: int = 1
     backend.train_from_iterator(texts, trainer)
     trained = json.loads(backend.to_str())["model"]
 
-    tokens = sorted(trained["vocab"], key=trained["vocab"].get)
-    known = set(tokens)
-    for symbol in sorted(pre_tokenizers.ByteLevel.alphabet()):
-        tokens += [t for t in (symbol, symbol + "</w>") if t not in known]
+    # CLIP's layout, in a fixed order (the trainer's alphabet order varies between runs): every byte symbol, then
+    # every byte symbol ending a word, then one token per merge in merge order, then the two special tokens.
+    merges = [tuple(pair) for pair in trained["merges"]]
+    alphabet = sorted(pre_tokenizers.ByteLevel.alphabet())
+    tokens = alphabet + [symbol + "</w>" for symbol in alphabet]
+    seen = set(tokens)
+    for pair in merges:
+        if "".join(pair) not in seen:
+            seen.add("".join(pair))
+            tokens.append("".join(pair))
     tokens += [BOS_TOKEN, EOS_TOKEN]
     vocab = {token: index for index, token in enumerate(tokens)}
-    merges = [tuple(pair) for pair in trained["merges"]]
     return CLIPTokenizer(vocab=vocab, merges=merges, model_max_length=77)
 
 

@@ -365,7 +365,7 @@ class CLEFModel(CLEFPreTrainedModel):
                 raise ValueError(f"from_clip takes {key} from the CLIP model; do not pass it.")
         keep_logit_scale = "temperature_init" not in config_kwargs
         if keep_logit_scale:
-            config_kwargs["temperature_init"] = math.exp(-float(clip.logit_scale))
+            config_kwargs["temperature_init"] = math.exp(-float(clip.logit_scale.detach()))
         config = CLEFConfig(
             vision_config=clip_config.vision_config.to_dict(),
             text_config=clip_config.text_config.to_dict(),

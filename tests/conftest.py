@@ -1,0 +1,100 @@
+"""Shared fixtures: a real BPE tokenizer trained offline on the package's label texts, and tiny CLIP/CLEF configs.
+
+HF_HUB_OFFLINE is set before anything imports huggingface_hub, which reads it once at import.
+"""
+
+import os
+
+os.environ["HF_HUB_OFFLINE"] = "1"
+os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+
+import pytest  # noqa: E402
+import torch  # noqa: E402
+from transformers import CLIPConfig, CLIPModel  # noqa: E402
+
+from clef_hf import CLEFConfig, CLEFModel, CLEFProcessor, train_clip_tokenizer  # noqa: E402
+from clef_hf.vocabulary import au_labels, expression_labels  # noqa: E402
+
+IMAGE_SIZE = 32
+PROJECTION_DIM = 16
+
+
+@pytest.fixture(scope="session")
+def tokenizer():
+    return train_clip_tokenizer(vocab_size=600)
+
+
+def tiny_text_config(tokenizer) -> dict:
+    return {
+        "vocab_size": len(tokenizer),
+        "hidden_size": 32,
+        "intermediate_size": 64,
+        "num_hidden_layers": 2,
+        "num_attention_heads": 4,
+        "max_position_embeddings": 77,
+        "bos_token_id": tokenizer.bos_token_id,
+        "eos_token_id": tokenizer.eos_token_id,
+        "pad_token_id": tokenizer.pad_token_id,
+    }
+
+
+def tiny_vision_config() -> dict:
+    return {
+        "hidden_size": 32,
+        "intermediate_size": 64,
+        "num_hidden_layers": 2,
+        "num_attention_heads": 4,
+        "image_size": IMAGE_SIZE,
+        "patch_size": 8,
+    }
+
+
+@pytest.fixture
+def make_config(tokenizer):
+    """Build a tiny CLEFConfig; keyword arguments override the defaults."""
+
+    def make(task: str | None = "au", **kwargs) -> CLEFConfig:
+        labels = {}
+        if task == "au":
+            labels = au_labels([1, 2, 4, 6, 12])
+        elif task == "expression":
+            labels = expression_labels()
+        arguments = {
+            "vision_config": tiny_vision_config(),
+            "text_config": tiny_text_config(tokenizer),
+            "projection_dim": PROJECTION_DIM,
+            "task": task,
+            **labels,
+            **kwargs,
+        }
+        return CLEFConfig(**arguments)
+
+    return make
+
+
+@pytest.fixture
+def au_model(make_config, tokenizer):
+    torch.manual_seed(0)
+    model = CLEFModel(make_config("au"))
+    model.update_label_embeddings(tokenizer)
+    return model.eval()
+
+
+@pytest.fixture
+def tiny_clip(tokenizer):
+    torch.manual_seed(0)
+    config = CLIPConfig(
+        text_config=tiny_text_config(tokenizer), vision_config=tiny_vision_config(), projection_dim=PROJECTION_DIM
+    )
+    return CLIPModel(config).eval()
+
+
+@pytest.fixture
+def processor(tokenizer):
+    return CLEFProcessor.from_tokenizer(tokenizer, image_size=IMAGE_SIZE)
+
+
+@pytest.fixture
+def pixel_values():
+    generator = torch.Generator().manual_seed(1)
+    return torch.randn(4, 3, IMAGE_SIZE, IMAGE_SIZE, generator=generator)

@@ -1,0 +1,290 @@
+"""Each loss of clef_hf.losses against a direct, loop-based computation of its equation, plus gradients and edge cases."""
+
+import math
+
+import pytest
+import torch
+import torch.nn.functional as F
+
+from clef_hf.losses import (
+    au_loss,
+    cosine_logits,
+    expression_loss,
+    fine_tuning_loss,
+    name_description_loss,
+    pretraining_loss,
+    supervised_contrastive_loss,
+)
+
+DTYPE = torch.float64
+
+
+def features(n: int, d: int = 8, seed: int = 0, requires_grad: bool = False) -> torch.Tensor:
+    generator = torch.Generator().manual_seed(seed)
+    return torch.randn(n, d, generator=generator, dtype=DTYPE).requires_grad_(requires_grad)
+
+
+def unit(v: torch.Tensor) -> torch.Tensor:
+    v = v.detach()
+    return v / v.norm()
+
+
+# ---------------------------------------------------------------- Eq. 1 references
+
+
+def loop_supcon(features_a, features_b, labels, temperature, labels_b=None):
+    """Eq. 1 written out: anchors are rows of a; the contrast set is all rows of a and b but the anchor."""
+    labels_b = labels if labels_b is None else labels_b
+    contrast = [unit(v) for v in features_a] + [unit(v) for v in features_b]
+    contrast_labels = [int(y) for y in labels] + [int(y) for y in labels_b]
+    total = 0.0
+    for i, anchor in enumerate(features_a):
+        anchor = unit(anchor)
+        others = [k for k in range(len(contrast)) if k != i]
+        denominator = sum(math.exp(float(anchor @ contrast[k]) / temperature) for k in others)
+        positives = [k for k in others if contrast_labels[k] == int(labels[i])]
+        if positives:
+            total += -sum(
+                math.log(math.exp(float(anchor @ contrast[p]) / temperature) / denominator) for p in positives
+            ) / len(positives)
+    return total / len(features_a)
+
+
+def khosla_supcon_one_mode(features_a, features_b, labels, temperature):
+    """Khosla et al.'s SupConLoss (contrast_mode='one', base_temperature=temperature), transcribed from the reference
+    implementation with its newer guard for anchors without positives."""
+    feats = torch.stack([F.normalize(features_a, dim=1), F.normalize(features_b, dim=1)], dim=1)  # (bsz, views, d)
+    batch_size = feats.shape[0]
+    labels = labels.contiguous().view(-1, 1)
+    mask = torch.eq(labels, labels.T).to(feats.dtype)
+    contrast_count = feats.shape[1]
+    contrast_feature = torch.cat(torch.unbind(feats, dim=1), dim=0)
+    anchor_feature = feats[:, 0]
+    anchor_count = 1
+    anchor_dot_contrast = torch.div(anchor_feature @ contrast_feature.T, temperature)
+    logits_max, _ = torch.max(anchor_dot_contrast, dim=1, keepdim=True)
+    logits = anchor_dot_contrast - logits_max.detach()
+    mask = mask.repeat(anchor_count, contrast_count)
+    logits_mask = torch.scatter(
+        torch.ones_like(mask), 1, torch.arange(batch_size * anchor_count).view(-1, 1), 0
+    )
+    mask = mask * logits_mask
+    exp_logits = torch.exp(logits) * logits_mask
+    log_prob = logits - torch.log(exp_logits.sum(1, keepdim=True))
+    mask_pos_pairs = mask.sum(1)
+    mask_pos_pairs = torch.where(mask_pos_pairs < 1e-6, 1, mask_pos_pairs)
+    mean_log_prob_pos = (mask * log_prob).sum(1) / mask_pos_pairs
+    loss = -(temperature / temperature) * mean_log_prob_pos
+    return loss.view(anchor_count, batch_size).mean()
+
+
+# ---------------------------------------------------------------- Eq. 1
+
+
+@pytest.mark.parametrize("seed", [0, 1, 2])
+def test_supcon_matches_loop_and_khosla(seed):
+    a, b = features(10, seed=seed), features(10, seed=seed + 100)
+    labels = torch.randint(0, 3, (10,), generator=torch.Generator().manual_seed(seed))
+    ours = supervised_contrastive_loss(a, b, labels, temperature=0.25)
+    assert float(ours) == pytest.approx(loop_supcon(a, b, labels, 0.25), abs=1e-5)
+    assert float(ours) == pytest.approx(float(khosla_supcon_one_mode(a, b, labels, 0.25)), abs=1e-5)
+
+
+def test_supcon_is_scale_invariant_and_uses_temperature():
+    a, b = features(6, seed=3), features(6, seed=4)
+    labels = torch.tensor([0, 0, 1, 1, 2, 2])
+    base = supervised_contrastive_loss(a, b, labels, 0.25)
+    assert torch.allclose(supervised_contrastive_loss(5 * a, 0.1 * b, labels, 0.25), base)
+    assert not torch.allclose(supervised_contrastive_loss(a, b, labels, 0.5), base)
+
+
+def test_supcon_single_class_batch():
+    a, b = features(5, seed=5), features(5, seed=6)
+    labels = torch.zeros(5, dtype=torch.long)
+    ours = supervised_contrastive_loss(a, b, labels, 0.25)
+    # Every other row is a positive: the loss is the mean of -log(1/(2n-1)) minus the spread of similarities.
+    assert float(ours) == pytest.approx(loop_supcon(a, b, labels, 0.25), abs=1e-5)
+    assert float(ours) == pytest.approx(float(khosla_supcon_one_mode(a, b, labels, 0.25)), abs=1e-5)
+
+
+def test_supcon_anchor_without_positives_contributes_zero_and_counts():
+    a, b = features(4, seed=7), features(4, seed=8)
+    labels = torch.tensor([0, 1, 1, 2])
+    labels_b = torch.tensor([5, 1, 1, 6])  # anchors 0 and 3 have no positive anywhere
+    ours = supervised_contrastive_loss(a, b, labels, 0.25, labels_b=labels_b)
+    assert float(ours) == pytest.approx(loop_supcon(a, b, labels, 0.25, labels_b=labels_b), abs=1e-6)
+    # Only anchors 1 and 2 contribute, and the mean still divides by 4.
+    two_anchor = supervised_contrastive_loss(a[1:3], torch.cat([b[1:3], a[[0, 3]], b[[0, 3]]]), labels[1:3],
+                                             0.25, labels_b=torch.tensor([1, 1, -10, -11, -12, -13]))
+    assert float(ours) == pytest.approx(float(two_anchor) * 2 / 4, abs=1e-6)
+
+
+def test_supcon_with_distinct_second_set():
+    a = features(6, seed=9)
+    texts = features(3, seed=10)  # one text per activity
+    labels = torch.tensor([0, 1, 2, 0, 1, 2])
+    ours = supervised_contrastive_loss(a, texts, labels, 0.25, labels_b=torch.arange(3))
+    assert float(ours) == pytest.approx(loop_supcon(a, texts, labels, 0.25, labels_b=torch.arange(3)), abs=1e-6)
+
+
+def test_supcon_gradients_are_finite():
+    a, b = features(6, seed=11, requires_grad=True), features(6, seed=12, requires_grad=True)
+    supervised_contrastive_loss(a, b, torch.tensor([0, 0, 0, 1, 1, 2]), 0.25).backward()
+    assert torch.isfinite(a.grad).all() and torch.isfinite(b.grad).all()
+    assert a.grad.abs().sum() > 0 and b.grad.abs().sum() > 0
+
+
+def test_supcon_rejects_misaligned_inputs():
+    with pytest.raises(ValueError, match="labels"):
+        supervised_contrastive_loss(features(4), features(4), torch.tensor([0, 1, 2]))
+
+
+# ---------------------------------------------------------------- Eq. 2
+
+
+def test_pretraining_loss_is_image_image_plus_image_activity():
+    image, augmented, activity = features(8, seed=13), features(8, seed=14), features(8, seed=15)
+    labels = torch.tensor([0, 0, 1, 1, 2, 2, 3, 3])
+    expected = loop_supcon(image, augmented, labels, 0.25) + loop_supcon(image, activity, labels, 0.25)
+    assert float(pretraining_loss(image, augmented, activity, labels)) == pytest.approx(expected, abs=1e-5)
+
+
+# ---------------------------------------------------------------- Eq. 3
+
+
+def test_name_description_loss_matches_loop():
+    descriptions, names = features(5, seed=16), features(5, seed=17)
+    tau = 0.07
+    expected = 0.0
+    for i in range(5):
+        scores = [math.exp(float(unit(descriptions[i]) @ unit(names[j])) / tau) for j in range(5)]
+        expected += -math.log(scores[i] / sum(scores))
+    expected /= 5
+    assert float(name_description_loss(descriptions, names, tau)) == pytest.approx(expected, abs=1e-6)
+
+
+def test_name_description_loss_learnable_temperature_gets_gradient():
+    descriptions, names = features(4, seed=18, requires_grad=True), features(4, seed=19, requires_grad=True)
+    log_scale = torch.tensor(math.log(1 / 0.07), dtype=DTYPE, requires_grad=True)
+    name_description_loss(descriptions, names, 1 / log_scale.exp()).backward()
+    for tensor in (descriptions, names, log_scale):
+        assert torch.isfinite(tensor.grad).all() and tensor.grad.abs().sum() > 0
+
+
+def test_name_description_loss_rejects_unaligned():
+    with pytest.raises(ValueError, match="one description per name"):
+        name_description_loss(features(4), features(5), 0.07)
+
+
+# ---------------------------------------------------------------- Eq. 4
+
+
+def loop_expression(image, names, labels, tau, weights):
+    total = 0.0
+    for i in range(len(image)):
+        scores = [math.exp(float(unit(image[i]) @ unit(names[c])) / tau) for c in range(len(names))]
+        for c in range(len(names)):
+            y = 1.0 if c == int(labels[i]) else 0.0
+            if y:
+                total += -weights[c] * math.log(scores[c] * y / sum(scores))
+    return total / len(image)
+
+
+def test_expression_loss_matches_loop_with_weights():
+    image, names = features(7, seed=20), features(4, seed=21)
+    labels = torch.tensor([0, 1, 2, 3, 3, 1, 0])
+    weights = torch.tensor([0.5, 1.0, 2.0, 0.5], dtype=DTYPE)
+    ours = expression_loss(image, names, labels, 0.1, weights)
+    assert float(ours) == pytest.approx(loop_expression(image, names, labels, 0.1, weights.tolist()), abs=1e-6)
+    # Divided by B, not by the sum of the target weights as F.cross_entropy(weight=) would.
+    logits = cosine_logits(image, names, 0.1)
+    assert not torch.allclose(ours, F.cross_entropy(logits, labels, weight=weights))
+    assert torch.allclose(ours, F.cross_entropy(logits, labels, weight=weights, reduction="sum") / 7)
+
+
+def test_expression_loss_without_weights_is_cross_entropy():
+    image, names = features(6, seed=22), features(3, seed=23)
+    labels = torch.tensor([0, 1, 2, 2, 1, 0])
+    assert torch.allclose(
+        expression_loss(image, names, labels, 0.2), F.cross_entropy(cosine_logits(image, names, 0.2), labels)
+    )
+
+
+def test_expression_loss_single_class_batch_and_gradients():
+    image, names = features(5, seed=24, requires_grad=True), features(3, seed=25, requires_grad=True)
+    labels = torch.full((5,), 2)
+    loss = expression_loss(image, names, labels, 0.07)
+    assert loss.item() == pytest.approx(loop_expression(image, names, labels, 0.07, [1.0] * 3), abs=1e-6)
+    loss.backward()
+    assert torch.isfinite(image.grad).all() and torch.isfinite(names.grad).all()
+
+
+def test_expression_loss_rejects_out_of_range_labels():
+    with pytest.raises(ValueError, match=r"\[0, 3\)"):
+        expression_loss(features(2), features(3), torch.tensor([0, 3]), 0.07)
+
+
+# ---------------------------------------------------------------- Eq. 5
+
+
+def loop_au(image, names, labels, tau, weights):
+    total = 0.0
+    for i in range(len(image)):
+        for c in range(len(names)):
+            y = int(labels[i, c])
+            if y < 0:
+                continue
+            p = 1 / (1 + math.exp(-float(unit(image[i]) @ unit(names[c])) / tau))
+            total += -(weights[c] * y * math.log(p) + (1 - y) * math.log(1 - p))
+    return total / len(image)
+
+
+def test_au_loss_matches_loop_with_unknowns_and_weights():
+    image, names = features(6, seed=26), features(5, seed=27)
+    labels = torch.tensor(
+        [[1, 0, -1, 1, 0], [0, 0, 0, 0, 1], [-1, -1, 1, 1, 1], [1, 1, 1, 0, 0], [0, -1, 0, -1, 0], [1, 0, 1, 0, 1]]
+    )
+    weights = torch.tensor([2.0, 0.5, 1.0, 1.5, 1.0], dtype=DTYPE)
+    ours = au_loss(image, names, labels, 0.1, weights)
+    assert float(ours) == pytest.approx(loop_au(image, names, labels, 0.1, weights.tolist()), abs=1e-6)
+
+
+def test_au_loss_weight_applies_to_positive_term_only():
+    image, names = features(3, seed=28), features(2, seed=29)
+    negatives = torch.zeros(3, 2, dtype=torch.long)
+    weights = torch.tensor([10.0, 10.0], dtype=DTYPE)
+    assert torch.allclose(au_loss(image, names, negatives, 0.1, weights), au_loss(image, names, negatives, 0.1))
+
+
+def test_au_loss_all_unknown_is_zero_with_finite_zero_gradients():
+    image, names = features(4, seed=30, requires_grad=True), features(3, seed=31, requires_grad=True)
+    loss = au_loss(image, names, torch.full((4, 3), -1), 0.07)
+    assert loss.item() == 0.0
+    loss.backward()
+    assert torch.isfinite(image.grad).all() and float(image.grad.abs().sum()) == 0.0
+
+
+def test_au_loss_single_class_batches_and_gradients():
+    image, names = features(4, seed=32, requires_grad=True), features(3, seed=33)
+    for value in (0, 1):
+        labels = torch.full((4, 3), value)
+        loss = au_loss(image, names, labels, 0.07)
+        assert float(loss) == pytest.approx(loop_au(image, names, labels, 0.07, [1.0] * 3), abs=1e-6)
+        loss.backward()
+        assert torch.isfinite(image.grad).all()
+
+
+def test_au_loss_rejects_bad_labels():
+    with pytest.raises(ValueError, match="1, 0 or -1"):
+        au_loss(features(2), features(3), torch.tensor([[1, 0, 9], [0, 0, 0]]), 0.07)
+    with pytest.raises(ValueError, match="shape"):
+        au_loss(features(2), features(3), torch.zeros(2, 4), 0.07)
+
+
+# ---------------------------------------------------------------- Eq. 6
+
+
+def test_fine_tuning_loss_combines_with_lambda():
+    image_name, name_description = torch.tensor(1.5), torch.tensor(0.75)
+    assert float(fine_tuning_loss(image_name, name_description)) == pytest.approx((2.0 * 1.5 + 0.75) / 2)
+    assert float(fine_tuning_loss(image_name, name_description, 1.0)) == pytest.approx((1.5 + 0.75) / 2)

@@ -1,0 +1,70 @@
+"""CLEFProcessor and the offline BPE tokenizer: real tokenization, save/load, and mismatched tokenizers."""
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+from transformers import AutoProcessor, CLIPTokenizer
+
+from clef_hf import CLEFProcessor, TokenizerMismatchError, check_tokenizer_fits, train_clip_tokenizer
+from clef_hf.bpe_tokenizer import EOS_TOKEN
+
+
+def test_trained_tokenizer_is_a_real_clip_bpe(tokenizer):
+    assert isinstance(tokenizer, CLIPTokenizer)
+    assert tokenizer.eos_token == EOS_TOKEN and tokenizer.eos_token_id == len(tokenizer) - 1
+    encoded = tokenizer("A photo of a person with LIP corner puller.")["input_ids"]
+    assert encoded[0] == tokenizer.bos_token_id and encoded[-1] == tokenizer.eos_token_id
+    # BPE merged the frequent words into single tokens ...
+    assert {"photo</w>", "person</w>", "lip</w>"} <= set(tokenizer.convert_ids_to_tokens(encoded))
+    assert tokenizer.decode(encoded, skip_special_tokens=True) == "a photo of a person with lip corner puller ."
+    # ... and unseen text falls back to byte symbols, never the unknown token.
+    unseen = tokenizer("Zebra ß 42 ☺", add_special_tokens=False)["input_ids"]
+    assert tokenizer.unk_token_id not in unseen
+
+
+def test_tokenizer_training_is_deterministic():
+    first, second = train_clip_tokenizer(vocab_size=400), train_clip_tokenizer(vocab_size=400)
+    assert first.get_vocab() == second.get_vocab()
+
+
+def test_processor_round_trip(processor, tmp_path):
+    image = Image.fromarray(np.random.default_rng(0).integers(0, 255, (50, 40, 3), dtype=np.uint8))
+    inputs = processor(images=[image], text=["a photo of a person with dimpler."], return_tensors="pt")
+    assert inputs["pixel_values"].shape == (1, 3, 32, 32)
+    processor.save_pretrained(tmp_path)
+    for loader in (CLEFProcessor.from_pretrained, AutoProcessor.from_pretrained):
+        loaded = loader(tmp_path)
+        assert type(loaded) is CLEFProcessor
+        again = loaded(images=[image], text=["a photo of a person with dimpler."], return_tensors="pt")
+        torch.testing.assert_close(again["pixel_values"], inputs["pixel_values"])
+        assert again["input_ids"].tolist() == inputs["input_ids"].tolist()
+
+
+def test_default_processor_is_224_px(tokenizer):
+    processor = CLEFProcessor.from_tokenizer(tokenizer)
+    pixels = processor(images=Image.new("RGB", (300, 260)), return_tensors="pt")["pixel_values"]
+    assert pixels.shape == (1, 3, 224, 224)
+
+
+def test_offline_broken_tokenizer_is_detected(tmp_path):
+    # Exactly what transformers returns offline with an empty cache: no error, a 2-token vocabulary.
+    broken = CLIPTokenizer.from_pretrained("openai/clip-vit-base-patch32", cache_dir=tmp_path / "empty-cache")
+    assert len(broken) <= 3
+    with pytest.raises(TokenizerMismatchError, match="unknown token"):
+        check_tokenizer_fits(broken)
+    # A processor saved with it fails to load with the same message rather than producing garbage later.
+    CLEFProcessor.from_tokenizer(broken, image_size=32).save_pretrained(tmp_path / "saved")
+    with pytest.raises(TokenizerMismatchError, match="not a real CLIP tokenizer"):
+        CLEFProcessor.from_pretrained(tmp_path / "saved")
+
+
+def test_tokenizer_that_does_not_fit_the_model_is_reported(tokenizer, make_config):
+    config = make_config("au")
+    check_tokenizer_fits(tokenizer, config.text_config)
+    other = train_clip_tokenizer(vocab_size=300)
+    with pytest.raises(TokenizerMismatchError, match=r"vocabulary of \d+ tokens but .*vocab_size"):
+        check_tokenizer_fits(other, config.text_config)
+    config.text_config.eos_token_id = 3
+    with pytest.raises(TokenizerMismatchError, match="eos_token_id=3"):
+        CLEFProcessor.from_tokenizer(tokenizer, 32).check_fits(config.text_config)
