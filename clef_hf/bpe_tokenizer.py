@@ -25,7 +25,7 @@ def train_clip_tokenizer(texts: Iterable[str] | None = None, vocab_size: int = 1
 
     Args:
         texts: training corpus; defaults to every prompt of the package's vocabulary.
-        vocab_size: target number of BPE tokens before the byte symbols and special tokens are added.
+        vocab_size: at most this many merged tokens are learned, on top of the 512 byte symbols and 2 special tokens.
 
     Returns:
         A `CLIPTokenizer` whose `len()` is its full vocabulary and whose end-of-text token has the largest id.
@@ -43,20 +43,22 @@ def train_clip_tokenizer(texts: Iterable[str] | None = None, vocab_size: int = 1
             pre_tokenizers.ByteLevel(add_prefix_space=False),
         ]
     )
+    # The trainer breaks ties between equally frequent pairs by symbol id, and would number the alphabet in hash
+    # order; listing every byte symbol, in both forms, first fixes those ids and so makes training deterministic.
+    alphabet = sorted(pre_tokenizers.ByteLevel.alphabet())
+    symbols = alphabet + [symbol + "</w>" for symbol in alphabet]
     trainer = trainers.BpeTrainer(
-        vocab_size=vocab_size,
+        vocab_size=len(symbols) + vocab_size,
         end_of_word_suffix="</w>",
-        initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
+        special_tokens=symbols,
         show_progress=False,
     )
     backend.train_from_iterator(texts, trainer)
-    trained = json.loads(backend.to_str())["model"]
+    merges = [tuple(pair) for pair in json.loads(backend.to_str())["model"]["merges"]]
 
-    # CLIP's layout, in a fixed order (the trainer's alphabet order varies between runs): every byte symbol, then
-    # every byte symbol ending a word, then one token per merge in merge order, then the two special tokens.
-    merges = [tuple(pair) for pair in trained["merges"]]
-    alphabet = sorted(pre_tokenizers.ByteLevel.alphabet())
-    tokens = alphabet + [symbol + "</w>" for symbol in alphabet]
+    # CLIP's layout: every byte symbol, then every byte symbol ending a word, then one token per merge in merge
+    # order, then the two special tokens.
+    tokens = list(symbols)
     seen = set(tokens)
     for pair in merges:
         if "".join(pair) not in seen:

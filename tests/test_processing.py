@@ -1,5 +1,9 @@
 """CLEFProcessor and the offline BPE tokenizer: real tokenization, save/load, and mismatched tokenizers."""
 
+import json
+import subprocess
+import sys
+
 import numpy as np
 import pytest
 import torch
@@ -24,8 +28,12 @@ def test_trained_tokenizer_is_a_real_clip_bpe(tokenizer):
 
 
 def test_tokenizer_training_is_deterministic():
+    # tokenizers' trainer breaks ties by symbol id; without fixed ids this differed between calls and processes.
     first, second = train_clip_tokenizer(vocab_size=400), train_clip_tokenizer(vocab_size=400)
     assert first.get_vocab() == second.get_vocab()
+    script = "import json; from clef_hf import train_clip_tokenizer; print(json.dumps(train_clip_tokenizer(vocab_size=400).get_vocab()))"
+    other_process = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, check=True)
+    assert json.loads(other_process.stdout.strip().splitlines()[-1]) == first.get_vocab()
 
 
 def test_processor_round_trip(processor, tmp_path):
