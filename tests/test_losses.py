@@ -269,7 +269,7 @@ def test_au_loss_single_class_batches_and_gradients():
     for value in (0, 1):
         labels = torch.full((4, 3), value)
         loss = au_loss(image, names, labels, 0.07)
-        assert float(loss) == pytest.approx(loop_au(image, names, labels, 0.07, [1.0] * 3), abs=1e-6)
+        assert loss.item() == pytest.approx(loop_au(image, names, labels, 0.07, [1.0] * 3), abs=1e-6)
         loss.backward()
         assert torch.isfinite(image.grad).all()
 
