@@ -1,0 +1,50 @@
+"""The README's quick start runs as written, and the model-card template renders a CLEF checkpoint's labels."""
+
+import os
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+from huggingface_hub import ModelCard, ModelCardData
+
+from clef_hf import CLEFConfig
+from clef_hf.vocabulary import au_labels
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def test_readme_quick_start_runs(tmp_path):
+    readme = (ROOT / "README.md").read_text()
+    blocks = re.findall(r"```python\n(.*?)```", readme, flags=re.DOTALL)
+    assert blocks, "the README has no Python example"
+    quick_start = blocks[0] + "\nassert type(reloaded).__name__ == 'CLEFModel'\nprint('QUICKSTART-OK')\n"
+    result = subprocess.run([sys.executable, "-c", quick_start], cwd=tmp_path, capture_output=True, text=True,
+                            env={**os.environ, "HF_HUB_OFFLINE": "1"}, timeout=300)
+    assert "QUICKSTART-OK" in result.stdout, result.stderr[-3000:]
+    assert "torch.Size([2, 5])" in result.stdout
+
+
+def test_readme_states_exactly_the_two_commands():
+    readme = (ROOT / "README.md").read_text()
+    first_block = re.search(r"```bash\n(.*?)```", readme, flags=re.DOTALL).group(1)
+    commands = [line.split("#")[0].strip() for line in first_block.splitlines() if line.strip()]
+    assert commands == ["make demo", "make test"]
+    assert "make test" in (ROOT / ".ci" / "run").read_text()
+
+
+def test_model_card_template_renders_labels():
+    config = CLEFConfig(task="au", **au_labels([1, 12]))
+    labels = [
+        {"id": i, "name": n, "description": d}
+        for i, n, d in zip(config.label_ids, config.label_names, config.label_descriptions)
+    ]
+    card = ModelCard.from_template(
+        ModelCardData(license="apache-2.0", library_name="transformers", tags=["facial-action-units", "clef"]),
+        template_path=str(ROOT / "model_cards" / "clef_model_card_template.md"),
+        model_name="clef-au-test", task_title="facial action unit detection", name_template=config.name_template,
+        labels=labels, repo_id="user/clef-au-test", training_summary="t", evaluation_summary="e",
+    )
+    text = str(card)
+    assert "| AU12 | lip corner puller |" in text and "(faces, 2)" in text
+    assert card.data.license == "apache-2.0"
