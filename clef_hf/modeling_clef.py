@@ -150,8 +150,6 @@ class CLEFModel(CLEFPreTrainedModel):
     # ------------------------------------------------------------------ label embeddings
 
     def _tokenize(self, tokenizer, texts: list[str]) -> dict[str, torch.Tensor]:
-        tokenizer = getattr(tokenizer, "tokenizer", tokenizer)  # a CLEFProcessor or a tokenizer
-        check_tokenizer_fits(tokenizer, self.config.text_config)
         inputs = tokenizer(
             texts,
             padding=True,
@@ -173,6 +171,8 @@ class CLEFModel(CLEFPreTrainedModel):
         Returns:
             (len(texts), projection_dim) L2-normalised embeddings.
         """
+        tokenizer = getattr(tokenizer, "tokenizer", tokenizer)  # a CLEFProcessor or a tokenizer
+        check_tokenizer_fits(tokenizer, self.config.text_config)
         was_training = self.training
         self.eval()
         try:

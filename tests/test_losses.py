@@ -149,6 +149,13 @@ def test_pretraining_loss_is_image_image_plus_image_activity():
     assert float(pretraining_loss(image, augmented, activity, labels)) == pytest.approx(expected, abs=1e-5)
 
 
+def test_pretraining_loss_gradients_are_finite():
+    image, augmented, activity = (features(6, seed=s, requires_grad=True) for s in (40, 41, 42))
+    pretraining_loss(image, augmented, activity, torch.tensor([0, 0, 1, 1, 1, 2])).backward()
+    for tensor in (image, augmented, activity):
+        assert torch.isfinite(tensor.grad).all() and tensor.grad.abs().sum() > 0
+
+
 # ---------------------------------------------------------------- Eq. 3
 
 
@@ -288,3 +295,7 @@ def test_fine_tuning_loss_combines_with_lambda():
     image_name, name_description = torch.tensor(1.5), torch.tensor(0.75)
     assert float(fine_tuning_loss(image_name, name_description)) == pytest.approx((2.0 * 1.5 + 0.75) / 2)
     assert float(fine_tuning_loss(image_name, name_description, 1.0)) == pytest.approx((1.5 + 0.75) / 2)
+    image_name = torch.tensor(1.5, requires_grad=True)
+    name_description = torch.tensor(0.75, requires_grad=True)
+    fine_tuning_loss(image_name, name_description).backward()
+    assert image_name.grad.item() == 1.0 and name_description.grad.item() == 0.5

@@ -34,7 +34,7 @@ def test_from_clip_has_feature_parity(tiny_clip, tokenizer, pixel_values):
     torch.testing.assert_close(ours_image, expected_image, rtol=0, atol=0)
     torch.testing.assert_close(ours_text, expected_text, rtol=0, atol=0)
     # The learnable temperature starts at CLIP's, and the config records it.
-    assert float(model.logit_scale) == pytest.approx(float(tiny_clip.logit_scale))
+    assert model.logit_scale.item() == pytest.approx(tiny_clip.logit_scale.item())
     assert model.config.temperature_init == pytest.approx(float(torch.exp(-tiny_clip.logit_scale)))
     # Label embeddings were computed from the name prompts.
     prompts = fill_template(model.config.name_template, model.config.label_names)
@@ -47,7 +47,7 @@ def test_from_clip_has_feature_parity(tiny_clip, tokenizer, pixel_values):
 def test_from_clip_directory_and_explicit_temperature(tiny_clip, tmp_path, pixel_values):
     tiny_clip.save_pretrained(tmp_path / "clip")
     model = CLEFModel.from_clip(str(tmp_path / "clip"), temperature_init=0.05).eval()
-    assert float(model.logit_scale) == pytest.approx(float(torch.log(torch.tensor(1 / 0.05))))
+    assert model.logit_scale.item() == pytest.approx(float(torch.log(torch.tensor(1 / 0.05))))
     with torch.no_grad():
         torch.testing.assert_close(
             model.get_image_features(pixel_values),

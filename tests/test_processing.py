@@ -76,3 +76,30 @@ def test_tokenizer_that_does_not_fit_the_model_is_reported(tokenizer, make_confi
     config.text_config.eos_token_id = 3
     with pytest.raises(TokenizerMismatchError, match="eos_token_id=3"):
         CLEFProcessor.from_tokenizer(tokenizer, 32).check_fits(config.text_config)
+
+
+def test_users_clip_directory_in_the_openai_layout_loads(tokenizer, tiny_clip, tmp_path):
+    """A CLIP checkpoint directory as the openai/clip-vit-* repos ship it: vocab.json + merges.txt, no tokenizer.json."""
+    from transformers import CLIPImageProcessorPil
+
+    from clef_hf import CLEFModel
+    from clef_hf.vocabulary import au_labels
+
+    directory = tmp_path / "clip-vit"
+    tiny_clip.save_pretrained(directory)
+    (directory / "vocab.json").write_text(json.dumps(tokenizer.get_vocab()))
+    merges = json.loads(tokenizer.backend_tokenizer.to_str())["model"]["merges"]
+    (directory / "merges.txt").write_text("#version: 0.2\n" + "\n".join(" ".join(pair) for pair in merges) + "\n")
+    (directory / "tokenizer_config.json").write_text(json.dumps({
+        "tokenizer_class": "CLIPTokenizer", "model_max_length": 77, "bos_token": "<|startoftext|>",
+        "eos_token": "<|endoftext|>", "unk_token": "<|endoftext|>", "pad_token": "<|endoftext|>",
+    }))
+    CLIPImageProcessorPil(size={"shortest_edge": 32}, crop_size={"height": 32, "width": 32}).save_pretrained(directory)
+    assert not (directory / "tokenizer.json").exists()
+
+    processor = CLEFProcessor.from_pretrained(directory)
+    prompt = "a photo of a person with lip corner puller."
+    assert processor.tokenizer(prompt)["input_ids"] == tokenizer(prompt)["input_ids"]
+    model = CLEFModel.from_clip(str(directory), tokenizer=processor, task="au", **au_labels([1, 12]))
+    processor.check_fits(model.config.text_config)
+    torch.testing.assert_close(model.label_embeddings.norm(dim=-1), torch.ones(2))
