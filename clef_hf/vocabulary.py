@@ -173,18 +173,21 @@ ACTIVITY_TEMPLATES: tuple[str, ...] = (
 )
 
 
+def _label_fields(entries: Sequence[ActionUnit | Expression]) -> dict[str, list[str]]:
+    return {
+        "label_ids": [entry.label_id for entry in entries],
+        "label_names": [entry.name for entry in entries],
+        "label_descriptions": [entry.description for entry in entries],
+    }
+
+
 def au_labels(au_numbers: Iterable[int] = BP4D_AU_NUMBERS) -> dict[str, list[str]]:
     """Label ids ("AU12"), names and descriptions for `au_numbers`, ready to pass to `CLEFConfig(task="au", ...)`."""
     numbers = list(au_numbers)
     unknown = [n for n in numbers if n not in ACTION_UNITS]
     if unknown:
         raise ValueError(f"No vocabulary entry for AU numbers {unknown}; known AUs are {sorted(ACTION_UNITS)}.")
-    units = [ACTION_UNITS[n] for n in numbers]
-    return {
-        "label_ids": [au.label_id for au in units],
-        "label_names": [au.name for au in units],
-        "label_descriptions": [au.description for au in units],
-    }
+    return _label_fields([ACTION_UNITS[n] for n in numbers])
 
 
 def expression_labels(expressions: Iterable[str] = EXPRESSION_ORDER) -> dict[str, list[str]]:
@@ -193,12 +196,7 @@ def expression_labels(expressions: Iterable[str] = EXPRESSION_ORDER) -> dict[str
     unknown = [e for e in ids if e not in EXPRESSIONS]
     if unknown:
         raise ValueError(f"No vocabulary entry for expressions {unknown}; known expressions are {list(EXPRESSIONS)}.")
-    chosen = [EXPRESSIONS[e] for e in ids]
-    return {
-        "label_ids": [e.label_id for e in chosen],
-        "label_names": [e.name for e in chosen],
-        "label_descriptions": [e.description for e in chosen],
-    }
+    return _label_fields([EXPRESSIONS[e] for e in ids])
 
 
 def fill_template(template: str, texts: Sequence[str]) -> list[str]:

@@ -35,7 +35,7 @@ def test_from_clip_has_feature_parity(tiny_clip, tokenizer, pixel_values):
     torch.testing.assert_close(ours_text, expected_text, rtol=0, atol=0)
     # The learnable temperature starts at CLIP's, and the config records it.
     assert model.logit_scale.item() == pytest.approx(tiny_clip.logit_scale.item())
-    assert model.config.temperature_init == pytest.approx(float(torch.exp(-tiny_clip.logit_scale)))
+    assert model.config.temperature_init == pytest.approx(torch.exp(-tiny_clip.logit_scale).item())
     # Label embeddings were computed from the name prompts.
     prompts = fill_template(model.config.name_template, model.config.label_names)
     expected_labels = torch.nn.functional.normalize(
@@ -163,7 +163,7 @@ def test_text_features_reject_ids_outside_the_vocabulary(au_model):
 def test_temperature_is_bounded(au_model):
     with torch.no_grad():
         au_model.logit_scale.fill_(10.0)
-    assert float(au_model.temperature) == pytest.approx(1 / au_model.config.max_logit_scale)
+    assert au_model.temperature.item() == pytest.approx(1 / au_model.config.max_logit_scale)
 
 
 # ---------------------------------------------------------------- save / load
