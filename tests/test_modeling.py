@@ -226,3 +226,27 @@ def test_installed_package_never_needs_trust_remote_code(au_model, tmp_path):
     # With the package imported, the local registration wins over the checkpoint's auto_map without a prompt.
     loaded = AutoModel.from_pretrained(tmp_path)
     assert type(loaded) is CLEFModel
+
+
+def test_gradient_checkpointing_gives_the_same_gradients(make_config, tokenizer, pixel_values):
+    labels = torch.tensor([[1, 0, 0, 1, 0], [0, 0, 0, 0, 1], [1, 1, 1, 0, 0], [0, 1, -1, 0, 0]])
+    gradients = []
+    for checkpointing in (False, True):
+        torch.manual_seed(0)
+        model = CLEFModel(make_config("au"))
+        model.update_label_embeddings(tokenizer)
+        model.train()
+        if checkpointing:
+            model.activation_checkpointing_enable()
+            assert model.vision_model.encoder.gradient_checkpointing
+        model(pixel_values=pixel_values, labels=labels).loss.backward()
+        gradients.append(model.vision_model.embeddings.patch_embedding.weight.grad.clone())
+    torch.testing.assert_close(gradients[0], gradients[1])
+
+
+def test_tuple_output(au_model, pixel_values):
+    with torch.no_grad():
+        as_tuple = au_model(pixel_values=pixel_values, return_dict=False)
+        as_output = au_model(pixel_values=pixel_values)
+    assert isinstance(as_tuple, tuple)
+    torch.testing.assert_close(as_tuple[0], as_output.logits)
