@@ -156,10 +156,6 @@ class CLEFConfig(PretrainedConfig):
             raise ValueError(f"CLEFConfig.image_name_loss_weight (λ) must be >= 0, got {self.image_name_loss_weight}.")
 
     @property
-    def num_label_names(self) -> int:
-        return len(self.label_names)
-
-    @property
     def logit_scale_init_value(self) -> float:
         """`log(1 / temperature_init)`: the initial value of the model's `logit_scale` parameter."""
         return math.log(1.0 / self.temperature_init)

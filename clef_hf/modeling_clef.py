@@ -134,7 +134,7 @@ class CLEFModel(CLEFPreTrainedModel):
             `CLIPModel.get_text_features`.
         """
         vocab_size = self.config.text_config.vocab_size
-        if input_ids.numel() and (int(input_ids.max()) >= vocab_size or int(input_ids.min()) < 0):
+        if ((input_ids >= vocab_size) | (input_ids < 0)).any():  # else an opaque "index out of range" from torch
             raise ValueError(
                 f"input_ids hold token ids from {int(input_ids.min())} to {int(input_ids.max())}, but the text "
                 f"encoder has a vocabulary of {vocab_size}: the tokenizer does not fit this model."
