@@ -19,7 +19,8 @@ FaceDetector = Callable[[np.ndarray], list[Box]]
 class HaarFaceDetector:
     """OpenCV's frontal-face Haar cascade. Boxes are returned largest first."""
 
-    def __init__(self, scale_factor: float = 1.1, min_neighbors: int = 5, min_size: int = 24):
+    def __init__(self, scale_factor: float = 1.1, min_neighbors: int = 5, min_size: int = 24,
+                 max_side: int = 480):
         import cv2
 
         path = cv2.data.haarcascades + "haarcascade_frontalface_default.xml"
@@ -27,16 +28,24 @@ class HaarFaceDetector:
         if self.cascade.empty():
             raise RuntimeError(f"OpenCV could not load its face cascade from {path}; install opencv-python-headless<5.")
         self.scale_factor, self.min_neighbors, self.min_size = scale_factor, min_neighbors, min_size
+        self.max_side = max_side
 
     def __call__(self, rgb: np.ndarray) -> list[Box]:
         import cv2
 
         gray = cv2.cvtColor(rgb, cv2.COLOR_RGB2GRAY)
+        # The cascade's cost grows with the pixel count; camera frames (1024x768 and up) are searched at most
+        # `max_side` pixels wide, and the boxes scaled back.
+        scale = min(1.0, self.max_side / max(gray.shape))
+        if scale < 1.0:
+            gray = cv2.resize(gray, None, fx=scale, fy=scale, interpolation=cv2.INTER_AREA)
         found = self.cascade.detectMultiScale(
             gray, scaleFactor=self.scale_factor, minNeighbors=self.min_neighbors,
             minSize=(self.min_size, self.min_size),
         )
-        boxes = [(int(x), int(y), int(x + w), int(y + h)) for x, y, w, h in found]
+        boxes = [
+            (int(x / scale), int(y / scale), int((x + w) / scale), int((y + h) / scale)) for x, y, w, h in found
+        ]
         return sorted(boxes, key=lambda b: (b[2] - b[0]) * (b[3] - b[1]), reverse=True)
 
 

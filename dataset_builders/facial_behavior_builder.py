@@ -65,6 +65,8 @@ class FacialBehaviorBuilder(datasets.GeneratorBasedBuilder):
     # ---------------------------------------------------------------- generation
 
     def _split_generators(self, dl_manager):
+        # Options passed as keywords to the builder bypass the config's __post_init__: check them here.
+        check_on_bad_data(self.config.on_bad_data)
         reports = report_directory(self.cache_dir)
         if reports.is_dir():
             for stale in reports.glob("*.json"):
