@@ -12,7 +12,7 @@ from pathlib import Path
 import datasets
 from datasets.fingerprint import Hasher
 
-from .data_report import BadDataError, DataReport, MissingDataError, read_data_report
+from .data_report import BadDataError, DataReport, EmptySplitError, MissingDataError, read_data_report
 from .schema import au_ids_of
 
 logger = logging.getLogger(__name__)
@@ -75,8 +75,14 @@ def build_dataset(name: str, config_name: str | None = None, data_dir: str | Non
         if isinstance(error.__cause__, (BadDataError, MissingDataError)):
             raise error.__cause__ from None
         raise
-    splits = builder.as_dataset()
     report = read_data_report(builder.cache_dir)
+    empty = [split for split, info in builder.info.splits.items() if info.num_examples == 0]
+    if empty:
+        raise EmptySplitError(
+            f"{name}/{builder.config.name}: split(s) {empty} hold no examples. What the builder found:\n"
+            f"{report.summary()}"
+        )
+    splits = builder.as_dataset()
     if report:
         logger.warning("%s/%s: problems found while preparing:\n%s", name, builder.config.name, report.summary())
     return (splits, report) if return_report else splits
@@ -86,6 +92,7 @@ __all__ = [
     "BUILDERS",
     "BadDataError",
     "DataReport",
+    "EmptySplitError",
     "MissingDataError",
     "au_ids_of",
     "build_dataset",

@@ -26,6 +26,10 @@ class BadDataError(ValueError):
     """A file or row of a data set that cannot be read, with `on_bad_data="raise"`."""
 
 
+class EmptySplitError(ValueError):
+    """A split with no usable example, e.g. after every item was skipped as bad."""
+
+
 class MissingDataError(FileNotFoundError):
     """A path a builder's documented layout requires is missing."""
 

@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from dataset_builders import BadDataError, MissingDataError, build_dataset
+from dataset_builders import BadDataError, EmptySplitError, MissingDataError, build_dataset
 
 ROWS = [("train_00001.jpg", 5), ("train_00002.jpg", 4), ("train_00003.jpg", 7), ("test_0001.jpg", 1),
         ("test_0002.jpg", 6)]
@@ -65,3 +65,9 @@ def test_corrupt_image_stops_by_default_naming_it(tmp_path):
     data = write_raf_db(tmp_path / "raf", corrupt=["test_0001.jpg"])
     with pytest.raises(BadDataError, match="test_0001_aligned.jpg"):
         build_dataset("raf_db", data_dir=str(data), cache_dir=str(tmp_path / "cache"))
+
+
+def test_split_left_empty_by_skipping_names_the_cause(tmp_path):
+    data = write_raf_db(tmp_path / "raf", rows=[("train_00001.jpg", 5), ("test_0001.jpg", 1)], corrupt=["test_0001.jpg"])
+    with pytest.raises(EmptySplitError, match=r"(?s)\['test'\] hold no examples.*unreadable_image: 1"):
+        build_dataset("raf_db", data_dir=str(data), cache_dir=str(tmp_path / "cache"), on_bad_data="skip")
