@@ -1,0 +1,126 @@
+"""The `synthfaces` builder: procedural synthetic faces (`generator.py`) in the schema every builder fills.
+
+Subjects are recorded during the 8 BP4D tasks; each task shapes which displays (and so which AUs and expressions)
+occur, as the tasks of BP4D do. The `test` split holds the last `num_test_subjects` subjects, the `train` split the
+others. One shard is one (subject, task) pair, and every frame is drawn from its own seed `(seed, subject, task,
+frame)`, so the data are the same for any `num_proc`.
+
+    from dataset_builders import build_dataset
+    splits = build_dataset("synthfaces", num_subjects=16, num_test_subjects=4, image_size=64, seed=0)
+"""
+
+from dataclasses import dataclass
+
+import datasets
+
+from clef_hf.vocabulary import BP4D_ACTIVITIES
+
+from ..data_report import DataReport
+from ..facial_behavior_builder import VERSION, FacialBehaviorBuilder, FacialBehaviorConfig
+from ..schema import EXPRESSIONS_8, describe, facial_behavior_features
+from .generator import (
+    ACTIVITIES,
+    AU_NUMBERS,
+    INTENSITY_THRESHOLD,
+    encode_png,
+    render_frame,
+    sample_frame,
+    sample_identity,
+)
+
+AU_IDS: tuple[str, ...] = tuple(f"AU{n}" for n in AU_NUMBERS)
+
+DESCRIPTION = (
+    "Synthetic faces drawn procedurally by clef-hf (dataset_builders/synthfaces). Each subject has its own face "
+    "shape, skin tone, feature placement, hair, and sometimes glasses or a beard; frames vary in rotation, scale, "
+    "position, lighting and noise. Subjects are recorded during the 8 BP4D tasks (T1-T8), which shape the displays "
+    "shown. Action units are drawn as geometric changes whose size scales with their intensity (0-5); an AU is "
+    f"present (au = 1) when its intensity is at least {INTENSITY_THRESHOLD:g}, absent (0) otherwise, never unknown. "
+    "Expressions are AU combinations: happiness 6+12, sadness 1+4+15, surprise 1+2+5+26, fear 1+2+4+5+20+26, "
+    "disgust 9+10 or 9+15+17 (pain, 4+6+7+9+10, counts as disgust), anger 4+5+7+23, contempt 12 and/or 14 on one "
+    "side only, neutral no AU; extra AUs never change the expression. Splits are subject-exclusive."
+)
+
+
+@dataclass
+class SynthFacesConfig(FacialBehaviorConfig):
+    """Options of the synthetic faces (pass them to `build_dataset` as keywords).
+
+    Attributes:
+        num_subjects: subjects in all, train and test together.
+        num_test_subjects: subjects in the `test` split (the last ones); the others are in `train`.
+        frames_per_activity: frames per subject and task.
+        image_size: side of the square images, in pixels.
+        seed: the data set's seed; the same seed gives byte-identical images and labels.
+    """
+
+    num_subjects: int = 16
+    num_test_subjects: int = 4
+    frames_per_activity: int = 24
+    image_size: int = 64
+    seed: int = 0
+
+    def __post_init__(self):
+        super().__post_init__()
+        if self.num_subjects < 1:
+            raise ValueError(f"num_subjects must be at least 1, got {self.num_subjects}.")
+        if not 0 <= self.num_test_subjects <= self.num_subjects:
+            raise ValueError(
+                f"num_test_subjects must lie in [0, num_subjects={self.num_subjects}], got {self.num_test_subjects}."
+            )
+        if self.frames_per_activity < 1:
+            raise ValueError(f"frames_per_activity must be at least 1, got {self.frames_per_activity}.")
+        if self.image_size < 16:
+            raise ValueError(f"image_size must be at least 16 pixels, got {self.image_size}.")
+        if self.seed < 0:
+            raise ValueError(f"seed must be a non-negative integer, got {self.seed}.")
+        if self.crop_faces:
+            raise ValueError("crop_faces does not apply to synthfaces: its images are face crops already.")
+
+
+def subject_id(subject_index: int) -> str:
+    return f"S{subject_index + 1:03d}"
+
+
+class SynthFaces(FacialBehaviorBuilder):
+    """Synthetic faces with AU occurrence and intensity, 8-class expressions and BP4D's tasks; needs no data_dir."""
+
+    BUILDER_CONFIG_CLASS = SynthFacesConfig
+    BUILDER_CONFIGS = [SynthFacesConfig(name="default", version=VERSION, description="Synthetic faces.")]
+    DEFAULT_CONFIG_NAME = "default"
+
+    def _info(self) -> datasets.DatasetInfo:
+        return datasets.DatasetInfo(
+            description=describe(DESCRIPTION, AU_IDS),
+            features=facial_behavior_features(
+                subject=True, activity=True, au=True, au_intensity=True, expressions=EXPRESSIONS_8
+            ),
+        )
+
+    def _scan(self, data_dir, report: DataReport) -> dict[str, list]:
+        num_train = self.config.num_subjects - self.config.num_test_subjects
+        split_subjects = {"train": range(num_train), "test": range(num_train, self.config.num_subjects)}
+        return {
+            split: [(subject, activity) for subject in subjects for activity in ACTIVITIES]
+            for split, subjects in split_subjects.items()
+            if len(subjects)
+        }
+
+    def _examples(self, shard: tuple[int, str], report: DataReport):
+        subject_index, activity = shard
+        config = self.config
+        identity = sample_identity(config.seed, subject_index)
+        description = BP4D_ACTIVITIES[activity].description
+        for frame_index in range(config.frames_per_activity):
+            frame = sample_frame(config.seed, identity, activity, frame_index)
+            image = render_frame(identity, frame, config.image_size)
+            key = f"{subject_id(subject_index)}_{activity}_{frame_index:05d}"
+            yield key, {
+                "image": {"bytes": encode_png(image), "path": None},
+                "subject": subject_id(subject_index),
+                "activity": activity,
+                "activity_description": description,
+                "au": frame.au.tolist(),
+                "au_intensity": [round(float(i), 3) for i in frame.au_intensity],
+                "expression": frame.expression,
+            }
