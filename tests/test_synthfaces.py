@@ -158,6 +158,9 @@ def test_labels_agree_with_the_drawn_aus():
     for _, frame in sample_frames():
         present = frame.au_intensity >= INTENSITY_THRESHOLD
         assert frame.au.tolist() == present.astype(int).tolist()
+        # An AU is labelled present when it is drawn at or above the threshold on either side of the face.
+        assert {n for n, a in zip(AU_NUMBERS, frame.au) if a} == frame.present(LEFT) | frame.present(RIGHT)
+        np.testing.assert_array_equal(frame.au_intensity, frame.intensities.max(axis=0))
         assert frame.expression == expression_of(frame.present(LEFT), frame.present(RIGHT))
         assert frame.expression == DISPLAYS[frame.display].expression
         if frame.expression == "neutral":
@@ -165,6 +168,8 @@ def test_labels_agree_with_the_drawn_aus():
         else:
             display = DISPLAYS[frame.display]
             assert display.aus <= frame.present(LEFT) & frame.present(RIGHT)
+            one_sided = (frame.present(LEFT) ^ frame.present(RIGHT)) & display.one_sided
+            assert bool(one_sided) == bool(display.one_sided)  # contempt is drawn on one side only
         seen[frame.expression] += 1
     assert set(seen) == set(EXPRESSIONS_8)
 

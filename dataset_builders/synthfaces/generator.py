@@ -11,9 +11,10 @@ Intensities run from 0 to 5 (FACS A-E as 1-5) and scale each geometric change li
 when its intensity is at least `INTENSITY_THRESHOLD` (2, as DISFA's labels are usually read); faint traces below
 the threshold are drawn but labelled absent.
 
-Geometry is in canonical units: the canvas is the unit square, y grows downwards, and the face is centred on
-x = 0.5. "Left" (side 0) is the image's left. Images are drawn at `SUPERSAMPLE` times their size and reduced, which
-anti-aliases the polygons.
+Geometry is in canonical units: a unit square, y growing downwards, the face centred on x = 0.5. The image shows
+that square magnified by `FACE_ZOOM` about `FACE_ANCHOR` (so that the face fills it, as in an aligned face crop),
+then moved by the pose (`project`). "Left" (side 0) is the image's left. Images are drawn at
+`supersample_factor(image_size)` times their size and reduced, which anti-aliases the polygons.
 """
 
 import io
@@ -37,10 +38,8 @@ TRACE_INTENSITY = (0.4, 1.5)
 EXTRA_COUNT_PROBABILITIES = (0.45, 0.35, 0.20)
 TRACE_PROBABILITY = 0.35
 OPTIONAL_PROBABILITY = 0.4
-#: Pairs of AUs that pull the same feature in opposite directions; never drawn together.
-ANTAGONISTS: frozenset[frozenset[int]] = frozenset(
-    frozenset(pair) for pair in ((12, 15), (24, 25), (24, 26))
-)
+#: Pairs of AUs that pull the same feature in opposite directions; an extra AU or a trace never joins its antagonist.
+ANTAGONISTS: frozenset[frozenset[int]] = frozenset(frozenset(pair) for pair in ((12, 15), (24, 25), (24, 26)))
 LEFT, RIGHT = 0, 1
 #: Width of the creases and wrinkles AUs draw, in canonical units: wide enough to survive the downsampling to 64 px.
 WRINKLE = 0.007
@@ -110,7 +109,7 @@ DISPLAYS: dict[str, Display] = {
         Display("fear", "fear", frozenset({1, 2, 4, 5, 20, 26}), optional=frozenset({25})),
         Display("disgust", "disgust", frozenset({9, 10}), optional=frozenset({25})),
         Display("disgust, lip corners down", "disgust", frozenset({9, 15, 17})),
-        # Pain holds disgust's 9 + 10, and is labelled so: pain faces are commonly read as disgust.
+        # Pain (BP4D's cold pressor task) holds disgust's 9 + 10, so `expression_of` labels it disgust.
         Display("pain", "disgust", frozenset({4, 6, 7, 9, 10}), optional=frozenset({25})),
         Display("anger", "anger", frozenset({4, 5, 7, 23}), optional=frozenset({17, 24})),
         Display("contempt", "contempt", one_sided=CONTEMPT_AUS),
@@ -137,7 +136,7 @@ ACTIVITIES: tuple[str, ...] = tuple(ACTIVITY_DISPLAYS)
 
 @dataclass(frozen=True)
 class Identity:
-    """One subject's look and habits. Lengths are canonical units (fractions of the image side)."""
+    """One subject's look and habits. Lengths are in canonical units (see the module docstring)."""
 
     subject_index: int
     skin: tuple[int, int, int]
@@ -227,7 +226,7 @@ def sample_identity(seed: int, subject_index: int) -> Identity:
     brow_colour = _mix(hair_colour, (25, 20, 18), 0.45 if sum(hair_colour) > 350 else 0.15)
     lip_colour = _mix(skin, (185, 70, 80), 0.45)
     eye_y = rng.uniform(0.40, 0.44)
-    beard = ("none", "stubble", "full")[rng.choice(3, p=(0.72, 0.14, 0.14))]
+    beard = ("none", "stubble", "full")[rng.choice(3, p=(0.8, 0.1, 0.1))]
     mole = (rng.uniform(0.36, 0.64), eye_y + rng.uniform(0.06, 0.28)) if rng.random() < 0.3 else None
     background = (_random_colour(rng, 30, 230), _random_colour(rng, 30, 230))
     leaning = {name: float(rng.lognormal(0.0, 0.5)) for name in DISPLAYS}
@@ -277,9 +276,10 @@ class Pose:
     Attributes:
         angle: in-plane rotation, degrees, counter-clockwise.
         scale: size relative to the canonical face.
-        shift: translation (x, y), canonical units.
+        shift: translation (x, y), in fractions of the image side.
         brightness: overall gain.
-        gradient: lighting gain change per canonical unit, along x and y.
+        gradient: change of the lighting gain across the image (from its centre to an edge: half of it), along x
+            and y.
         cast: per-channel gain (colour of the light).
         noise: standard deviation of the pixel noise, in 0-255 units.
         noise_seed: seed of the noise.
@@ -366,8 +366,8 @@ def sample_frame(seed: int, identity: Identity, activity: str, frame_index: int)
     def draw(au: int, low_high: tuple[float, float], sides=(LEFT, RIGHT)) -> None:
         value = rng.uniform(*low_high)
         for side in sides:
-            # The two sides differ a little, as real faces do.
-            intensities[side, AU_INDEX[au]] = min(MAX_INTENSITY, max(low_high[0], value + rng.normal(0, 0.15)))
+            # The two sides differ a little, as real faces do, within the range (so a trace stays below threshold).
+            intensities[side, AU_INDEX[au]] = float(np.clip(value + rng.normal(0, 0.15), *low_high))
 
     for au in sorted(display.aus):
         draw(au, DISPLAY_INTENSITY)
@@ -597,7 +597,7 @@ def _draw_neck(canvas: _Canvas, identity: Identity, face: _FaceLayout) -> None:
 def _draw_face_shape(canvas: _Canvas, identity: Identity, face: _FaceLayout) -> None:
     canvas.polygon(face.outline, identity.skin)
     # A soft shadow under the jaw line side, so the face reads as rounded.
-    canvas.line(np.vstack([face.outline[5:32], face.outline[5:6]])[:-1], _shade(identity.skin, 0.8), 0.01, alpha=50)
+    canvas.line(face.outline[5:32], _shade(identity.skin, 0.8), 0.01, alpha=50)
 
 
 def _hairline(identity: Identity, x: np.ndarray) -> np.ndarray:
@@ -661,7 +661,7 @@ def _draw_eyes(canvas: _Canvas, identity: Identity, t: _Action) -> None:
         crease_y = ey - 1.9 * identity.eye_height
         crease = np.stack([x[3:-3], crease_y - 0.35 * identity.eye_height * (1 - u[3:-3] ** 2)], axis=1)
         canvas.line(crease, _shade(skin, 0.7), 0.004, alpha=110)
-        lashes = np.vstack([upper, [upper[-1] if s > 0 else upper[0]]])
+        # The lash line, with a short flick at the outer corner.
         if s < 0:
             lashes = np.vstack([[upper[0] + [-0.008, -0.004]], upper])
         else:
@@ -751,7 +751,7 @@ class _MouthShape:
             corners.append((mx + s * half, my + identity.mouth_curve + rise))
         self.corners = corners
         self.centre_y = my
-        gap = 0.014 * t(25) + 0.6 * jaw_drop  # AU25 parts the lips, AU26 opens the jaw
+        gap = 0.03 * t(25) + 0.6 * jaw_drop  # AU25 parts the lips, AU26 opens the jaw
         lift10 = 0.02 * t(10)
         lift17 = 0.016 * t(17)
         thin = max(0.15, 1 - 0.55 * t(23) - 0.75 * t(24)) * (1 - 0.3 * t(20))
@@ -784,10 +784,10 @@ def _draw_mouth(canvas: _Canvas, identity: Identity, t: _Action, face: _FaceLayo
                     (0.5 + 0.035, below + 0.022 - 0.008 * t(17)), 10)
     canvas.line(crease, dark, 0.004 + 0.004 * t(17), alpha=50 + 180 * t(17))
     chin_y = (below + face.chin_y) / 2 + 0.01
-    for dx, dy in ((-0.02, 0.0), (0.0, -0.006), (0.02, 0.0), (-0.01, 0.012), (0.01, 0.012), (0.0, 0.02))[
+    for dx, dy in ((-0.024, 0.0), (0.0, -0.008), (0.024, 0.0), (-0.012, 0.014), (0.012, 0.014), (0.0, 0.026))[
         : 6 if t(17) > 0 else 0
     ]:
-        canvas.ellipse((0.5 + dx, chin_y + dy), 0.0075, 0.0075, dark, alpha=190 * t(17), points=10)
+        canvas.ellipse((0.5 + dx, chin_y + dy), 0.01, 0.01, dark, alpha=220 * t(17), points=10)
     if mouth.open > 0.002:
         canvas.polygon(np.vstack([mouth.upper_line, mouth.lower_line[::-1]]), (70, 22, 28))
         teeth_bottom = np.minimum(mouth.upper_line[:, 1] + 0.016, mouth.lower_line[:, 1])
@@ -813,7 +813,7 @@ def _draw_mouth(canvas: _Canvas, identity: Identity, t: _Action, face: _FaceLayo
 
 
 def _draw_brows_and_forehead(canvas: _Canvas, identity: Identity, t: _Action) -> None:
-    skin, dark = identity.skin, _shade(identity.skin, 0.55)
+    dark = _shade(identity.skin, 0.55)
     base_y = identity.brow_y
     for side, s in ((LEFT, -1), (RIGHT, 1)):
         ex = 0.5 + s * identity.eye_spacing
@@ -842,7 +842,6 @@ def _draw_brows_and_forehead(canvas: _Canvas, identity: Identity, t: _Action) ->
     for s in (-1, 1):
         canvas.line([(0.5 + s * 0.012, base_y + 0.016), (0.5 + s * 0.009, base_y - 0.02)], dark, WRINKLE,
                     alpha=200 * t(4))
-    del skin
 
 
 def _draw_glasses(canvas: _Canvas, identity: Identity, face: _FaceLayout) -> None:
