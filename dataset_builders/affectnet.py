@@ -21,7 +21,7 @@ from PIL import Image, UnidentifiedImageError
 
 from .data_report import BadDataError, DataReport, bad_data, require_paths
 from .facial_behavior_builder import VERSION, FacialBehaviorBuilder, FacialBehaviorConfig
-from .schema import EXPRESSIONS_7, EXPRESSIONS_8, describe, facial_behavior_features
+from .schema import describe, expression_classes, facial_behavior_features
 
 #: AffectNet's expression codes -> the package's expression ids (the orders coincide).
 AFFECTNET_CODES = {0: "neutral", 1: "happiness", 2: "sadness", 3: "surprise", 4: "fear", 5: "disgust", 6: "anger",
@@ -72,7 +72,7 @@ class AffectNet(FacialBehaviorBuilder):
 
     @property
     def expressions(self) -> tuple[str, ...]:
-        return EXPRESSIONS_8 if self.config.num_classes == 8 else EXPRESSIONS_7
+        return expression_classes(self.config.num_classes)
 
     def _info(self) -> datasets.DatasetInfo:
         return datasets.DatasetInfo(

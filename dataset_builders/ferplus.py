@@ -28,7 +28,7 @@ from PIL import Image
 
 from .data_report import BadDataError, DataReport, bad_data, require_paths
 from .facial_behavior_builder import VERSION, FacialBehaviorBuilder, FacialBehaviorConfig
-from .schema import EXPRESSIONS_7, EXPRESSIONS_8, describe, facial_behavior_features
+from .schema import describe, expression_classes, facial_behavior_features
 
 FER_FILE = "fer2013.csv"
 FERPLUS_FILE = "fer2013new.csv"
@@ -121,7 +121,7 @@ class FERPlus(FacialBehaviorBuilder):
 
     @property
     def expressions(self) -> tuple[str, ...]:
-        return EXPRESSIONS_8 if self.config.num_classes == 8 else EXPRESSIONS_7
+        return expression_classes(self.config.num_classes)
 
     def _info(self) -> datasets.DatasetInfo:
         return datasets.DatasetInfo(

@@ -18,6 +18,15 @@ EXPRESSIONS_7: tuple[str, ...] = EXPRESSION_ORDER[:7]
 #: The 8 expressions (AffectNet-8, FERPlus), in the package's order: AffectNet's own class order.
 EXPRESSIONS_8: tuple[str, ...] = EXPRESSION_ORDER
 
+
+
+def expression_classes(num_classes: int) -> tuple[str, ...]:
+    """The package's expression classes for a 7- or 8-class data set (8 adds contempt)."""
+    if num_classes not in (7, 8):
+        raise ValueError(f"Expression data sets have 7 or 8 classes, got {num_classes}.")
+    return EXPRESSIONS_8 if num_classes == 8 else EXPRESSIONS_7
+
+
 BP4D_AU_IDS: tuple[str, ...] = tuple(f"AU{n}" for n in BP4D_AU_NUMBERS)
 DISFA_AU_IDS: tuple[str, ...] = tuple(f"AU{n}" for n in DISFA_AU_NUMBERS)
 
