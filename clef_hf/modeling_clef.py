@@ -204,6 +204,39 @@ class CLEFModel(CLEFPreTrainedModel):
         self.label_embeddings = embeddings.to(self.label_embeddings.dtype)
         return self.label_embeddings
 
+    def set_labels(
+        self,
+        task: str | None,
+        label_names: list[str],
+        label_descriptions: list[str] | None = None,
+        label_ids: list[str] | None = None,
+        class_weights: list[float] | None = None,
+    ) -> None:
+        """Give the model a new label set (e.g. a pre-trained model about to be fine-tuned for AUs).
+
+        The config's task, labels and class weights are replaced (and validated); the `label_embeddings` buffer is
+        resized to `(len(label_names), projection_dim)` and zeroed until [`~CLEFModel.update_label_embeddings`] runs.
+        """
+        config = self.config
+        previous = {key: getattr(config, key) for key in
+                    ("task", "label_names", "label_descriptions", "label_ids", "class_weights")}
+        config.task = task
+        config.label_names = list(label_names)
+        config.label_descriptions = list(label_descriptions or [])
+        config.label_ids = list(label_ids or label_names)
+        config.class_weights = None if class_weights is None else [float(w) for w in class_weights]
+        try:
+            config._check_values()
+        except ValueError:
+            for key, value in previous.items():
+                setattr(config, key, value)
+            raise
+        config.id2label = dict(enumerate(config.label_ids))
+        config.label2id = {label: index for index, label in enumerate(config.label_ids)}
+        self.label_embeddings = torch.zeros(
+            len(config.label_names), self.projection_dim, dtype=self.label_embeddings.dtype, device=self.device
+        )
+
     def _stored_label_embeddings(self) -> torch.Tensor:
         embeddings = self.label_embeddings
         if embeddings.shape[0] != len(self.config.label_names):

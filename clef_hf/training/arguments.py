@@ -1,0 +1,217 @@
+"""The arguments of CLEF's two training loops, as dataclasses that `transformers.HfArgumentParser` turns into
+command-line options. Defaults are the paper's (Sec. 4.1) where it gives them; every one can be overridden.
+
+- [`PretrainingArguments`]: stage 1, the weakly-supervised activity pre-training (Eq. 1-2).
+- [`FineTuningArguments`]: stage 2, AU or expression fine-tuning (Eq. 3-6) and the ablations of Table 6.
+"""
+
+import json
+import os
+from dataclasses import asdict, dataclass, field
+
+from .augmentation import AugmentationConfig
+
+#: Fine-tuning learning rates of the paper (Sec. 4.1), by data set; others default to 2e-4.
+PAPER_FINE_TUNING_LEARNING_RATES = {
+    "bp4d": 2e-4,
+    "bp4d_plus": 2e-4,
+    "affectnet": 2e-4,
+    "raf_db": 2e-4,
+    "disfa": 1e-4,
+    "ferplus": 1e-4,
+}
+DEFAULT_FINE_TUNING_LEARNING_RATE = 2e-4
+
+#: Table 6's fine-tuning components: image encoder with a linear head (I), plus label names (N), plus descriptions (D).
+COMPONENTS = ("I", "IN", "IND")
+#: Table 6's pre-training variants: image views only (PI, L_IĨ) or image views and activity texts (PA, Eq. 2).
+PRETRAINING_LOSSES = ("image", "image_activity")
+
+
+@dataclass
+class TrainingLoopArguments:
+    """Options both loops share: data, initial weights, optimisation, devices, checkpoints and logging."""
+
+    output_dir: str = field(metadata={"help": "Where checkpoints, logs, metrics and the trained model go."})
+    dataset: str = field(
+        default="synthfaces",
+        metadata={"help": "A builder name of dataset_builders (synthfaces, bp4d, bp4d_plus, disfa, raf_db, affectnet, "
+                          "ferplus) or a folder written by `DatasetDict.save_to_disk`."},
+    )
+    dataset_config: str | None = field(default=None, metadata={"help": "The builder configuration, e.g. fold1."})
+    data_dir: str | None = field(default=None, metadata={"help": "Your copy of the data set (builders that need one)."})
+    dataset_options: str | None = field(
+        default=None, metadata={"help": 'Builder options as JSON, e.g. \'{"num_subjects": 8}\'.'}
+    )
+    cache_dir: str | None = field(default=None, metadata={"help": "Where `datasets` prepares the data."})
+    num_proc: int = field(default=1, metadata={"help": "Processes for preparing the data."})
+    train_split: str = field(default="train", metadata={"help": "The split to train on."})
+
+    model_name_or_path: str | None = field(
+        default=None,
+        metadata={"help": "Initial weights: a CLEF checkpoint, or a CLIP checkpoint in transformers' format (OpenAI "
+                          "CLIP, or FaRL converted with scripts/convert_farl.py); a folder or a Hub id."},
+    )
+    config_file: str | None = field(
+        default=None,
+        metadata={"help": "Train from scratch: a CLEFConfig JSON. The package's own CLIP tokenizer is used and the text "
+                          "config's vocabulary and special tokens are set from it."},
+    )
+
+    per_device_train_batch_size: int = field(default=64, metadata={"help": "Images per device and step (paper: 64)."})
+    learning_rate: float | None = field(default=None, metadata={"help": "Peak learning rate of AdamW."})
+    text_learning_rate_factor: float = field(
+        default=1.0, metadata={"help": "The text encoder and the logit scale learn at this multiple of the rate."}
+    )
+    weight_decay: float = field(default=0.01, metadata={"help": "AdamW weight decay (paper: 0.01)."})
+    adam_beta1: float = 0.9
+    adam_beta2: float = 0.999
+    adam_epsilon: float = 1e-8
+    max_grad_norm: float | None = field(default=None, metadata={"help": "Clip gradients to this norm (off if unset)."})
+    num_train_epochs: float = field(default=5.0, metadata={"help": "Epochs to train."})
+    warmup_epochs: float = field(default=1.0, metadata={"help": "Epochs of linear warm-up before the cosine decay."})
+    min_learning_rate: float = field(default=1e-6, metadata={"help": "The cosine decay ends here (paper: 1e-6)."})
+    max_steps: int = field(default=-1, metadata={"help": "If > 0: stop after this many optimizer steps."})
+    gradient_accumulation_steps: int = 1
+    gradient_checkpointing: bool = field(default=False, metadata={"help": "Recompute activations to save memory."})
+    mixed_precision: str = field(default="no", metadata={"help": "no, fp16 or bf16.", "choices": ["no", "fp16", "bf16"]})
+    cpu: bool = field(default=False, metadata={"help": "Train on the CPU even if an accelerator is present."})
+    seed: int = 42
+    dataloader_num_workers: int = 0
+
+    crop_scale_min: float = field(default=0.8, metadata={"help": "Random resized crop: smallest area fraction."})
+    flip_probability: float = 0.5
+    max_rotation_degrees: float = 10.0
+    color_jitter: float = field(default=0.0, metadata={"help": "Per-channel gain/offset jitter (0: off)."})
+
+    checkpointing_steps: int = field(default=500, metadata={"help": "Save the training state every N optimizer steps."})
+    checkpoints_total_limit: int = field(default=2, metadata={"help": "Keep at most this many training states."})
+    resume_from_checkpoint: str | None = field(
+        default=None, metadata={"help": "`latest`, or a checkpoint folder under output_dir/checkpoints."}
+    )
+    logging_steps: int = 10
+    report_to: str = field(default="tensorboard", metadata={"help": "An Accelerate tracker, `all` or `none`."})
+
+    def __post_init__(self) -> None:
+        if (self.model_name_or_path is None) == (self.config_file is None):
+            raise ValueError("Pass exactly one of --model_name_or_path (initial weights) and --config_file (scratch).")
+        for name in ("per_device_train_batch_size", "gradient_accumulation_steps", "checkpointing_steps",
+                     "checkpoints_total_limit", "logging_steps"):
+            if getattr(self, name) < 1:
+                raise ValueError(f"--{name} must be >= 1, got {getattr(self, name)}.")
+        for name in ("num_train_epochs", "warmup_epochs", "weight_decay", "min_learning_rate"):
+            if getattr(self, name) < 0:
+                raise ValueError(f"--{name} must be >= 0, got {getattr(self, name)}.")
+        if self.learning_rate is not None and self.learning_rate <= 0:
+            raise ValueError(f"--learning_rate must be > 0, got {self.learning_rate}.")
+        self.augmentation  # validates the augmentation fields
+        if self.dataset_options is not None:
+            self.builder_options  # validates the JSON
+
+    @property
+    def augmentation(self) -> AugmentationConfig:
+        return AugmentationConfig(
+            crop_scale=(self.crop_scale_min, 1.0),
+            flip_probability=self.flip_probability,
+            max_rotation_degrees=self.max_rotation_degrees,
+            color_jitter=self.color_jitter,
+        )
+
+    @property
+    def builder_options(self) -> dict:
+        if not self.dataset_options:
+            return {}
+        try:
+            options = json.loads(self.dataset_options)
+        except json.JSONDecodeError as error:
+            raise ValueError(f"--dataset_options is not valid JSON ({error}): {self.dataset_options!r}") from None
+        if not isinstance(options, dict):
+            raise ValueError(f"--dataset_options must be a JSON object, got {self.dataset_options!r}.")
+        return options
+
+    @property
+    def dataset_name(self) -> str:
+        """The builder name, or the folder's name for a saved data set."""
+        return os.path.basename(os.path.normpath(self.dataset)) if os.path.isdir(self.dataset) else self.dataset
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+@dataclass
+class PretrainingArguments(TrainingLoopArguments):
+    """Stage 1: images of the same recorded activity are positives (Eq. 1-2)."""
+
+    learning_rate: float | None = field(
+        default=1e-4, metadata={"help": "Peak learning rate; the paper does not state the pre-training rate."}
+    )
+    pretraining_losses: str = field(
+        default="image_activity",
+        metadata={"help": "image_activity: Eq. 2, L_IĨ + L_IA (Table 6's PA); image: L_IĨ alone (PI).",
+                  "choices": list(PRETRAINING_LOSSES)},
+    )
+    temperature: float | None = field(
+        default=None, metadata={"help": "The fixed ε of Eq. 1; defaults to the config's pretraining_temperature, 0.25."}
+    )
+    model_output_dir: str | None = field(
+        default=None, metadata={"help": "Where the pre-trained CLEF model goes (default: output_dir/model)."}
+    )
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        if self.pretraining_losses not in PRETRAINING_LOSSES:
+            raise ValueError(f"--pretraining_losses must be one of {PRETRAINING_LOSSES}, got {self.pretraining_losses!r}.")
+        if self.temperature is not None and self.temperature <= 0:
+            raise ValueError(f"--temperature must be > 0, got {self.temperature}.")
+        if self.model_output_dir is None:
+            self.model_output_dir = os.path.join(self.output_dir, "model")
+
+
+@dataclass
+class FineTuningArguments(TrainingLoopArguments):
+    """Stage 2: AU detection (Eq. 5) or expression recognition (Eq. 4), with Eq. 3 and 6."""
+
+    task: str | None = field(
+        default=None,
+        metadata={"help": "au or expression; inferred when the data set has only one kind of label.",
+                  "choices": ["au", "expression"]},
+    )
+    components: str = field(
+        default="IND",
+        metadata={"help": "Table 6: I (image encoder, linear head), IN (+ label names), IND (+ descriptions: CLEF).",
+                  "choices": list(COMPONENTS)},
+    )
+    num_train_epochs: float = field(default=20.0, metadata={"help": "Epochs to train (the paper does not say)."})
+    eval_split: str = field(default="test", metadata={"help": "The held-out split evaluated after each epoch."})
+    per_device_eval_batch_size: int = 128
+    text_warmup_steps: int = field(
+        default=0,
+        metadata={"help": "Steps of Eq. 3 alone before fine-tuning, to spread the label names apart when the text "
+                          "encoder is untrained (not in the paper; useful from scratch)."},
+    )
+    best_model_dir: str | None = field(
+        default=None, metadata={"help": "Where the best model goes, ready for the Hub (default: output_dir/best)."}
+    )
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        if self.components not in COMPONENTS:
+            raise ValueError(f"--components must be one of {COMPONENTS}, got {self.components!r}.")
+        if self.task is not None and self.task not in ("au", "expression"):
+            raise ValueError(f"--task must be au or expression, got {self.task!r}.")
+        if self.learning_rate is None:
+            self.learning_rate = PAPER_FINE_TUNING_LEARNING_RATES.get(
+                self.dataset_name, DEFAULT_FINE_TUNING_LEARNING_RATE
+            )
+        if self.best_model_dir is None:
+            self.best_model_dir = os.path.join(self.output_dir, "best")
+
+
+__all__ = [
+    "COMPONENTS",
+    "FineTuningArguments",
+    "PAPER_FINE_TUNING_LEARNING_RATES",
+    "PRETRAINING_LOSSES",
+    "PretrainingArguments",
+    "TrainingLoopArguments",
+]

@@ -1,0 +1,359 @@
+"""Stage 2 of CLEF: fine-tuning for AU detection or expression recognition (paper Sec. 3.2, Eq. 3-6), with the
+ablations of Table 6, evaluation after every epoch and the best model kept as a Hub-ready folder.
+
+`finetune(args)` reads top to bottom like Accelerate's `complete_nlp_example.py`; `scripts/finetune.py` calls it.
+"""
+
+import json
+import math
+import os
+
+import torch
+from accelerate import Accelerator
+from accelerate.utils import set_seed
+from torch import nn
+from torch.utils.data import DataLoader
+from tqdm.auto import tqdm
+
+from ..losses import au_loss, expression_loss, name_description_loss
+from ..metrics import AU_F1, EXPRESSION_ACCURACY, load_metric
+from ..modeling_clef import CLEFModel, CLEFOutput
+from ..vocabulary import fill_template
+from .arguments import FineTuningArguments
+from .augmentation import augment_images
+from .checkpointing import load_checkpoint, resolve_checkpoint, save_checkpoint, save_directory_atomically
+from .data import EpochSeededSampler, FacialBehaviorCollator, class_weights_from_split, get_split, load_splits
+from .initialization import labels_of_split, load_model_and_processor
+from .optimization import make_optimizer, make_scheduler, training_steps
+from .pretrain import draw_template, step_generator
+from .tracking import MetricsLog, make_accelerator, tracker_config
+
+#: The metric that picks the best epoch, per task.
+BEST_METRIC = {"au": "mean_f1", "expression": "accuracy"}
+
+
+class FineTuningModule(nn.Module):
+    """The CLEF model with the label side that Table 6's `components` asks for.
+
+    - `"IND"` (CLEF): label names and descriptions through the text encoder; the loss is Eq. 6.
+    - `"IN"`: label names only; the loss is Eq. 4 or 5.
+    - `"I"`: no text encoder. The image features meet a learnable `(num_labels, projection_dim)` matrix
+      `label_head` instead of name embeddings: a linear classifier on normalised features, trained with the same
+      weighted losses and learnable τ. When saved, its normalised rows become the model's `label_embeddings`, so
+      the checkpoint predicts exactly like any other CLEF model.
+    """
+
+    def __init__(self, model: CLEFModel, components: str):
+        super().__init__()
+        self.model = model
+        self.components = components
+        if components == "I":
+            num_labels, dim = len(model.config.label_names), model.config.projection_dim
+            self.label_head = nn.Parameter(torch.randn(num_labels, dim) * dim**-0.5)
+            for module in (model.text_model, model.text_projection):
+                module.requires_grad_(False)  # unused: frozen so that data-parallel training does not wait on it
+
+    def forward(
+        self,
+        pixel_values: torch.Tensor,
+        labels: torch.Tensor | None = None,
+        class_weights: torch.Tensor | None = None,
+        name_input_ids: torch.Tensor | None = None,
+        name_attention_mask: torch.Tensor | None = None,
+        description_input_ids: torch.Tensor | None = None,
+        description_attention_mask: torch.Tensor | None = None,
+    ) -> CLEFOutput:
+        """(batch, 3, size, size) images and (batch, num_labels) or (batch,) labels -> [`CLEFOutput`] with the loss."""
+        if self.components != "I":
+            use_descriptions = self.components == "IND"
+            return self.model(
+                pixel_values=pixel_values,
+                labels=labels,
+                class_weights=class_weights,
+                name_input_ids=name_input_ids,
+                name_attention_mask=name_attention_mask,
+                description_input_ids=description_input_ids if use_descriptions else None,
+                description_attention_mask=description_attention_mask if use_descriptions else None,
+            )
+        image_embeds = nn.functional.normalize(self.model.get_image_features(pixel_values), dim=-1)
+        label_embeds = nn.functional.normalize(self.label_head, dim=-1)
+        temperature = self.model.temperature
+        loss = None
+        if labels is not None:
+            if self.model.config.task == "au":
+                loss = au_loss(image_embeds, label_embeds, labels, temperature, class_weights)
+            else:
+                loss = expression_loss(image_embeds, label_embeds, labels, temperature, class_weights)
+        return CLEFOutput(loss=loss, logits=image_embeds @ label_embeds.T / temperature, image_embeds=image_embeds,
+                          label_embeds=label_embeds, image_name_loss=loss)
+
+    @torch.no_grad()
+    def label_embeddings(self, tokenizer) -> torch.Tensor:
+        """(num_labels, projection_dim) normalised label embeddings the model predicts with; also stored in the
+        model's `label_embeddings` buffer, so that the model saved next predicts the same."""
+        if self.components == "I":
+            self.model.label_embeddings = nn.functional.normalize(self.label_head.detach(), dim=-1).clone()
+            return self.model.label_embeddings
+        return self.model.update_label_embeddings(tokenizer)
+
+
+def infer_task(split, task: str | None) -> str:
+    """`task`, or the only kind of label `split` has."""
+    if task is not None:
+        if task not in split.column_names:
+            raise ValueError(f"--task {task} needs a {task!r} column; the split has {split.column_names}.")
+        return task
+    present = [column for column in ("au", "expression") if column in split.column_names]
+    if len(present) != 1:
+        raise ValueError(f"Pass --task au or --task expression: the split has label columns {present or 'none'}.")
+    return present[0]
+
+
+@torch.no_grad()
+def evaluate_model(
+    accelerator: Accelerator, module: FineTuningModule, dataloader: DataLoader, task: str, tokenizer
+) -> dict:
+    """Metrics of the model on a held-out split: for AUs per-AU F1 and their mean (present when
+    `sigmoid(logit) > config.au_threshold`), for expressions accuracy, per-class accuracy and the confusion matrix."""
+    unwrapped = accelerator.unwrap_model(module)
+    config = unwrapped.model.config
+    was_training = unwrapped.training
+    unwrapped.eval()
+    label_embeds = unwrapped.label_embeddings(tokenizer)
+    # Every process gathers all predictions (gather_for_metrics drops the padding of uneven batches), so each can
+    # compute the metric on its own, in memory: no cache files, no cross-process file locks.
+    metric = load_metric(AU_F1 if task == "au" else EXPRESSION_ACCURACY, keep_in_memory=True)
+    for batch in dataloader:
+        with accelerator.autocast():
+            image_embeds = nn.functional.normalize(unwrapped.model.get_image_features(batch["pixel_values"]), dim=-1)
+        logits = image_embeds.float() @ label_embeds.float().T / unwrapped.model.temperature
+        if task == "au":
+            predictions = (torch.sigmoid(logits) > config.au_threshold).long()
+        else:
+            predictions = logits.argmax(-1)
+        predictions, references = accelerator.gather_for_metrics((predictions, batch[task]))
+        metric.add_batch(predictions=predictions.cpu().tolist(), references=references.cpu().tolist())
+    unwrapped.train(was_training)
+    if task == "au":
+        return metric.compute(label_ids=list(config.label_ids))
+    return metric.compute(num_classes=len(config.label_ids), label_ids=list(config.label_ids))
+
+
+def baseline_metrics(train_split, eval_split, task: str, label_ids: list[str]) -> dict:
+    """The held-out metrics of a trivial predictor, a floor that a trained model must beat: every AU present (AUs),
+    or the training split's most frequent class for every image (expressions)."""
+    references = list(eval_split.select_columns([task])[task])
+    if task == "au":
+        metric = load_metric(AU_F1, keep_in_memory=True)
+        return metric.compute(predictions=[[1] * len(row) for row in references], references=references,
+                              label_ids=label_ids)
+    counts = torch.bincount(torch.tensor(list(train_split.select_columns([task])[task])), minlength=len(label_ids))
+    majority = int(counts.argmax())
+    metric = load_metric(EXPRESSION_ACCURACY, keep_in_memory=True)
+    return {"majority_class": label_ids[majority], **metric.compute(
+        predictions=[majority] * len(references), references=references, num_classes=len(label_ids),
+        label_ids=label_ids)}
+
+
+def warm_up_label_texts(model: CLEFModel, name_tokens: dict, description_tokens: dict, steps: int, lr: float) -> None:
+    """Train the text side alone on Eq. 3 for `steps` steps, at the initial temperature.
+
+    An untrained text encoder maps every label prompt to nearly the same embedding, and the image-name losses then
+    barely move; a short warm-up spreads the names apart. Every process computes the same update from the same
+    texts, so the copies stay identical without gradient synchronisation.
+    """
+    parameters = [p for name, p in model.named_parameters() if name.startswith(("text_model.", "text_projection."))]
+    optimizer = torch.optim.AdamW(parameters, lr=lr)
+    for _ in range(steps):
+        loss = name_description_loss(
+            model.get_text_features(**description_tokens), model.get_text_features(**name_tokens),
+            model.config.temperature_init,
+        )
+        loss.backward()
+        optimizer.step()
+        optimizer.zero_grad()
+
+
+def finetune(args: FineTuningArguments) -> dict:
+    """Run stage 2; keep the best epoch's model in `args.best_model_dir`.
+
+    Returns:
+        `{"baseline" (a trivial predictor's metrics), "task", "global_step", "best_epoch", "best_metric", "best" (its metrics), "history" (per-epoch metrics),
+        "class_weights", "best_model_dir"}`, also written to `output_dir/all_results.json`.
+    """
+    # 1. Devices, precision, trackers; seeding.
+    accelerator = make_accelerator(args)
+    set_seed(args.seed)
+
+    # 2. Data: training and held-out splits, the label set and the class weights of Eq. 4-5.
+    with accelerator.main_process_first():
+        splits = load_splits(args)
+    probe = get_split(splits, args.train_split, ("image",), "--train_split")
+    task = infer_task(probe, args.task)
+    train_split = get_split(splits, args.train_split, ("image", task), "--train_split")
+    eval_split = get_split(splits, args.eval_split, ("image", task), "--eval_split")
+    labels = labels_of_split(train_split, task)
+    class_weights = class_weights_from_split(train_split, task, len(labels["label_names"]))
+
+    # 3. Model, label prompts, data loaders, optimizer, schedule.
+    model, processor = load_model_and_processor(
+        args.model_name_or_path, args.config_file, task=task, labels=labels, class_weights=class_weights
+    )
+    if args.gradient_checkpointing:
+        model.gradient_checkpointing_enable()
+    config = model.config
+
+    def tokens(texts: list[str]) -> dict[str, torch.Tensor]:
+        encoded = processor.tokenizer(texts, padding=True, truncation=True, return_tensors="pt",
+                                      max_length=config.text_config.max_position_embeddings)
+        return {"input_ids": encoded["input_ids"], "attention_mask": encoded["attention_mask"]}
+
+    name_tokens = tokens(fill_template(config.name_template, config.label_names))
+    description_tokens = [tokens(fill_template(t, config.label_descriptions)) for t in config.description_templates]
+
+    sampler = EpochSeededSampler(len(train_split), args.seed)
+    collator = FacialBehaviorCollator(processor.image_processor, (task,))
+    train_dataloader = DataLoader(train_split, batch_size=args.per_device_train_batch_size, sampler=sampler,
+                                  collate_fn=collator, num_workers=args.dataloader_num_workers)
+    eval_dataloader = DataLoader(eval_split, batch_size=args.per_device_eval_batch_size, collate_fn=collator,
+                                 num_workers=args.dataloader_num_workers)
+    module = FineTuningModule(model, args.components)
+    optimizer = make_optimizer(module, args)
+    module, optimizer, train_dataloader, eval_dataloader = accelerator.prepare(
+        module, optimizer, train_dataloader, eval_dataloader
+    )
+    updates_per_epoch, total_updates, warmup_updates = training_steps(args, len(train_dataloader))
+    scheduler = make_scheduler(optimizer, args, total_updates, warmup_updates)
+    accelerator.register_for_checkpointing(scheduler)
+    num_epochs = math.ceil(total_updates / updates_per_epoch)
+    device = accelerator.device
+    weights = torch.tensor(class_weights, device=device)
+    name_inputs = {f"name_{key}": value.to(device) for key, value in name_tokens.items()}
+
+    # 4. Resume where an interrupted run stopped; otherwise warm up the label texts if asked.
+    loop_state = {"global_step": 0, "epoch": 0, "batches_done": 0, "running_loss": 0.0, "running_count": 0,
+                  "best_metric": None, "best_epoch": None, "history": []}
+    checkpoint = resolve_checkpoint(args.output_dir, args.resume_from_checkpoint)
+    if checkpoint is not None:
+        loop_state = load_checkpoint(accelerator, checkpoint)
+        accelerator.print(f"Resumed from {checkpoint} at step {loop_state['global_step']}.")
+    elif args.text_warmup_steps and args.components != "I":
+        warm_up_label_texts(
+            accelerator.unwrap_model(module).model,
+            {k: v.to(device) for k, v in name_tokens.items()},
+            {k: v.to(device) for k, v in description_tokens[0].items()},
+            args.text_warmup_steps, args.learning_rate,
+        )
+    if accelerator.is_main_process and args.report_to != "none":
+        accelerator.init_trackers("clef_finetuning", config=tracker_config(args))
+    metrics_log = MetricsLog(accelerator, args.output_dir, resume_step=loop_state["global_step"] if checkpoint else None)
+    best_key = BEST_METRIC[task]
+
+    def end_of_epoch(epoch: int) -> None:
+        """Evaluate, log, and keep the model if it is the best so far."""
+        metrics = evaluate_model(accelerator, module, eval_dataloader, task, processor.tokenizer)
+        metrics_log.log({f"eval/{key}": value for key, value in metrics.items() if isinstance(value, (int, float))},
+                        loop_state["global_step"])
+        loop_state["history"].append({"epoch": epoch, "step": loop_state["global_step"], **metrics})
+        accelerator.print(f"epoch {epoch}: {best_key} {metrics[best_key]:.4f}")
+        if loop_state["best_metric"] is None or metrics[best_key] > loop_state["best_metric"]:
+            loop_state["best_metric"], loop_state["best_epoch"] = metrics[best_key], epoch
+            save_best(accelerator, module, processor, args, metrics, epoch)
+
+    # 5. The loop.
+    progress = tqdm(total=total_updates, initial=loop_state["global_step"], desc=f"fine-tuning ({task})",
+                    disable=not accelerator.is_local_main_process)
+    module.train()
+    while loop_state["global_step"] < total_updates and loop_state["epoch"] < num_epochs:
+        epoch = loop_state["epoch"]
+        sampler.use_epoch(epoch)
+        batches = train_dataloader
+        if loop_state["batches_done"]:
+            batches = accelerator.skip_first_batches(train_dataloader, loop_state["batches_done"])
+        for batch in batches:
+            micro_step = epoch * len(train_dataloader) + loop_state["batches_done"]
+            with accelerator.accumulate(module):
+                generator = step_generator(args.seed, micro_step, accelerator.process_index)
+                descriptions = description_tokens[draw_template(args.seed, micro_step, len(description_tokens))]
+                output = module(
+                    pixel_values=augment_images(batch["pixel_values"], generator, args.augmentation),
+                    labels=batch[task],
+                    class_weights=weights,
+                    **name_inputs,
+                    description_input_ids=descriptions["input_ids"].to(device),
+                    description_attention_mask=descriptions["attention_mask"].to(device),
+                )
+                accelerator.backward(output.loss)
+                if accelerator.sync_gradients and args.max_grad_norm:
+                    accelerator.clip_grad_norm_(module.parameters(), args.max_grad_norm)
+                optimizer.step()
+                optimizer.zero_grad()
+
+            loop_state["batches_done"] += 1
+            loop_state["running_loss"] += output.loss.item()
+            loop_state["running_count"] += 1
+            if not accelerator.sync_gradients:
+                continue
+            scheduler.step()
+            loop_state["global_step"] += 1
+            progress.update(1)
+            step = loop_state["global_step"]
+            if step % args.logging_steps == 0 or step == total_updates:
+                loss = loop_state["running_loss"] / max(1, loop_state["running_count"])
+                metrics_log.log({"train/loss": loss, "train/learning_rate": scheduler.get_last_lr()[0],
+                                 "train/temperature": accelerator.unwrap_model(module).model.temperature.item(),
+                                 "train/epoch": epoch}, step)
+                progress.set_postfix(loss=f"{loss:.4f}")
+                loop_state["running_loss"], loop_state["running_count"] = 0.0, 0
+            if step % args.checkpointing_steps == 0:
+                save_checkpoint(accelerator, args.output_dir, loop_state, args.checkpoints_total_limit)
+            if step >= total_updates:
+                break
+        else:
+            end_of_epoch(epoch)
+            loop_state["epoch"] += 1
+            loop_state["batches_done"] = 0
+    if not loop_state["history"] or loop_state["history"][-1]["step"] != loop_state["global_step"]:
+        end_of_epoch(loop_state["epoch"])  # the run stopped inside an epoch (max_steps): evaluate where it ended
+    save_checkpoint(accelerator, args.output_dir, loop_state, args.checkpoints_total_limit)  # the finished state
+    progress.close()
+
+    # 6. Results.
+    best = next(entry for entry in loop_state["history"] if entry["epoch"] == loop_state["best_epoch"])
+    baseline = baseline_metrics(train_split, eval_split, task, list(labels["label_ids"]))
+    results = {
+        "baseline": baseline,
+        "task": task, "components": args.components, "global_step": loop_state["global_step"],
+        "best_epoch": loop_state["best_epoch"], "best_metric": loop_state["best_metric"], "best": best,
+        "history": loop_state["history"], "class_weights": class_weights, "best_model_dir": args.best_model_dir,
+    }
+    if accelerator.is_main_process:
+        with open(os.path.join(args.output_dir, "all_results.json"), "w") as file:
+            json.dump(results, file, indent=1)
+    accelerator.end_training()
+    return results
+
+
+def save_best(
+    accelerator: Accelerator, module: FineTuningModule, processor, args: FineTuningArguments, metrics: dict, epoch: int
+) -> None:
+    """Save the model (label embeddings computed), its processor, the training arguments and the metrics to
+    `args.best_model_dir`, atomically."""
+    unwrapped = accelerator.unwrap_model(module)
+    unwrapped.label_embeddings(processor.tokenizer)
+    accelerator.wait_for_everyone()
+    if not accelerator.is_main_process:
+        return
+
+    def write(folder: str) -> None:
+        unwrapped.model.save_pretrained(folder)
+        processor.save_pretrained(folder)
+        with open(os.path.join(folder, "training_args.json"), "w") as file:
+            json.dump(args.to_dict(), file, indent=1)
+        with open(os.path.join(folder, "eval_results.json"), "w") as file:
+            json.dump({"epoch": epoch, "split": args.eval_split, "dataset": args.dataset_name, **metrics}, file, indent=1)
+
+    save_directory_atomically(args.best_model_dir, write)
+
+
+__all__ = ["BEST_METRIC", "FineTuningModule", "evaluate_model", "finetune", "infer_task", "warm_up_label_texts"]

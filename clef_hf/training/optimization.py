@@ -1,0 +1,63 @@
+"""AdamW and the learning-rate schedule of both stages (paper Sec. 4.1): linear warm-up, then cosine decay to a
+floor (1e-6 in the paper), counted in optimizer steps."""
+
+import math
+
+import torch
+from transformers import get_cosine_with_min_lr_schedule_with_warmup
+
+from .arguments import TrainingLoopArguments
+
+
+def text_parameter_names(model: torch.nn.Module) -> set[str]:
+    """Parameters of the text side (text encoder, text projection) and the logit scale, by name."""
+    return {
+        name for name, _ in model.named_parameters()
+        if {"text_model", "text_projection", "logit_scale"} & set(name.split("."))
+    }
+
+
+def make_optimizer(model: torch.nn.Module, args: TrainingLoopArguments) -> torch.optim.AdamW:
+    """AdamW over the trainable parameters, with the text side at `text_learning_rate_factor` times the rate.
+
+    Biases, layer norms, embeddings of positions and classes and the logit scale get no weight decay (as in CLIP).
+    """
+    text_names = text_parameter_names(model)
+    groups: dict[tuple[bool, bool], list[torch.nn.Parameter]] = {}
+    for name, parameter in model.named_parameters():
+        if not parameter.requires_grad:
+            continue
+        no_decay = parameter.ndim < 2 or "embedding" in name or name.endswith("logit_scale")
+        groups.setdefault((name in text_names, no_decay), []).append(parameter)
+    param_groups = [
+        {
+            "params": parameters,
+            "lr": args.learning_rate * (args.text_learning_rate_factor if is_text else 1.0),
+            "weight_decay": 0.0 if no_decay else args.weight_decay,
+        }
+        for (is_text, no_decay), parameters in sorted(groups.items())
+    ]
+    return torch.optim.AdamW(
+        param_groups, lr=args.learning_rate, betas=(args.adam_beta1, args.adam_beta2), eps=args.adam_epsilon
+    )
+
+
+def training_steps(args: TrainingLoopArguments, batches_per_epoch: int) -> tuple[int, int, int]:
+    """`(updates_per_epoch, total_updates, warmup_updates)` in optimizer steps; `max_steps` overrides the epochs."""
+    updates_per_epoch = max(1, math.ceil(batches_per_epoch / args.gradient_accumulation_steps))
+    total = args.max_steps if args.max_steps > 0 else max(1, math.ceil(args.num_train_epochs * updates_per_epoch))
+    warmup = min(total, round(args.warmup_epochs * updates_per_epoch))
+    return updates_per_epoch, total, warmup
+
+
+def make_scheduler(optimizer: torch.optim.Optimizer, args: TrainingLoopArguments, total: int, warmup: int):
+    """Linear warm-up over `warmup` steps, then cosine decay to `min_learning_rate` at step `total`."""
+    return get_cosine_with_min_lr_schedule_with_warmup(
+        optimizer,
+        num_warmup_steps=warmup,
+        num_training_steps=total,
+        min_lr_rate=min(1.0, args.min_learning_rate / args.learning_rate),
+    )
+
+
+__all__ = ["make_optimizer", "make_scheduler", "text_parameter_names", "training_steps"]

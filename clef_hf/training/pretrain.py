@@ -1,0 +1,219 @@
+"""Stage 1 of CLEF: weakly-supervised pre-training on recorded activities (paper Sec. 3.1, Eq. 1-2).
+
+Images of the same activity are positives. Each step augments every image twice, embeds one activity prompt per image
+(one template drawn per mini-batch), gathers the features of the whole global batch across processes, and minimises
+Eq. 2 (`L_IĨ + L_IA`), or `L_IĨ` alone for Table 6's image-only pre-training (PI).
+
+`pretrain(args)` reads top to bottom like Accelerate's `complete_nlp_example.py`; `scripts/pretrain.py` calls it.
+"""
+
+import json
+import math
+import os
+import random
+
+import torch
+from accelerate.utils import set_seed
+from torch import nn
+from torch.utils.data import DataLoader
+from tqdm.auto import tqdm
+
+from ..losses import pretraining_loss, supervised_contrastive_loss
+from ..modeling_clef import CLEFModel
+from ..vocabulary import fill_template
+from .arguments import PretrainingArguments
+from .augmentation import augment_images
+from .checkpointing import load_checkpoint, resolve_checkpoint, save_checkpoint, save_directory_atomically
+from .data import EpochSeededSampler, FacialBehaviorCollator, activities_of, get_split, load_splits
+from .distributed import gather_features, gather_labels
+from .initialization import load_model_and_processor
+from .optimization import make_optimizer, make_scheduler, training_steps
+from .tracking import MetricsLog, make_accelerator, tracker_config
+
+
+class ContrastiveFeatures(nn.Module):
+    """The CLEF model as one module whose forward returns image and text features, so that data-parallel training
+    (which synchronises gradients through `forward`) sees a single call per step."""
+
+    def __init__(self, model: CLEFModel):
+        super().__init__()
+        self.model = model
+
+    def forward(
+        self, pixel_values: torch.Tensor, input_ids: torch.Tensor | None = None, attention_mask: torch.Tensor | None = None
+    ) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """(batch, 3, size, size) images and optional (texts, length) tokens -> (batch, d) and (texts, d) features."""
+        image_features = self.model.get_image_features(pixel_values)
+        text_features = None
+        if input_ids is not None:
+            text_features = self.model.get_text_features(input_ids=input_ids, attention_mask=attention_mask)
+        return image_features, text_features
+
+
+def step_generator(seed: int, step: int, process_index: int) -> torch.Generator:
+    """The random source of one micro-batch's augmentations: a function of the seed, the micro-batch counter and the
+    process only, so a resumed run draws exactly what the interrupted run would have."""
+    return torch.Generator().manual_seed((seed * 1_000_003 + step) * 1009 + process_index)
+
+
+def draw_template(seed: int, step: int, num_templates: int) -> int:
+    """One prompt template per mini-batch (paper Sec. 3.3), the same on every process."""
+    return random.Random(seed * 7919 + step).randrange(num_templates)
+
+
+def pretrain(args: PretrainingArguments) -> dict:
+    """Run stage 1 and save the pre-trained CLEF model and processor to `args.model_output_dir`.
+
+    Returns:
+        `{"global_step", "train_loss", "model_dir"}`.
+    """
+    # 1. Devices, precision, trackers; seeding.
+    accelerator = make_accelerator(args)
+    set_seed(args.seed)
+
+    # 2. Data: the training split's images and activities.
+    with accelerator.main_process_first():
+        splits = load_splits(args)
+    train_split = get_split(splits, args.train_split, ("image", "activity", "activity_description"), "--train_split")
+    activities, activity_descriptions = activities_of(train_split)
+    if len(activities) < 2:
+        raise ValueError(f"Pre-training needs at least 2 activities as positives/negatives; got {activities}.")
+
+    # 3. Model, prompts, data loader, optimizer, schedule.
+    model, processor = load_model_and_processor(args.model_name_or_path, args.config_file, task=None)
+    if args.gradient_checkpointing:
+        model.gradient_checkpointing_enable()
+    uses_text = args.pretraining_losses == "image_activity"
+    model.logit_scale.requires_grad_(False)  # Eq. 1-2 use the fixed ε, not the learnable τ
+    if not uses_text:  # PI: the text side is unused; frozen, so data-parallel training does not wait for its gradients
+        for module in (model.text_model, model.text_projection):
+            module.requires_grad_(False)
+    temperature = args.temperature or model.config.pretraining_temperature
+    templates = model.config.activity_templates
+    activity_tokens = [
+        processor.tokenizer(fill_template(template, activity_descriptions), padding=True, return_tensors="pt")
+        for template in templates
+    ]  # per template: (num_activities, length)
+
+    sampler = EpochSeededSampler(len(train_split), args.seed)
+    train_dataloader = DataLoader(
+        train_split,
+        batch_size=args.per_device_train_batch_size,
+        sampler=sampler,
+        collate_fn=FacialBehaviorCollator(processor.image_processor, ("activity",), activities),
+        num_workers=args.dataloader_num_workers,
+    )
+    network = ContrastiveFeatures(model)
+    optimizer = make_optimizer(network, args)
+    network, optimizer, train_dataloader = accelerator.prepare(network, optimizer, train_dataloader)
+    updates_per_epoch, total_updates, warmup_updates = training_steps(args, len(train_dataloader))
+    scheduler = make_scheduler(optimizer, args, total_updates, warmup_updates)
+    accelerator.register_for_checkpointing(scheduler)
+    num_epochs = math.ceil(total_updates / updates_per_epoch)
+
+    # 4. Resume where an interrupted run stopped.
+    loop_state = {"global_step": 0, "epoch": 0, "batches_done": 0, "running_loss": 0.0, "running_count": 0}
+    checkpoint = resolve_checkpoint(args.output_dir, args.resume_from_checkpoint)
+    if checkpoint is not None:
+        loop_state = load_checkpoint(accelerator, checkpoint)
+        accelerator.print(f"Resumed from {checkpoint} at step {loop_state['global_step']}.")
+    if accelerator.is_main_process and args.report_to != "none":
+        accelerator.init_trackers("clef_pretraining", config=tracker_config(args))
+    metrics_log = MetricsLog(accelerator, args.output_dir, resume_step=loop_state["global_step"] if checkpoint else None)
+
+    # 5. The loop.
+    progress = tqdm(
+        total=total_updates, initial=loop_state["global_step"], desc="pre-training",
+        disable=not accelerator.is_local_main_process,
+    )
+    network.train()
+    last_loss = float("nan")
+    while loop_state["global_step"] < total_updates and loop_state["epoch"] < num_epochs:
+        epoch = loop_state["epoch"]
+        sampler.use_epoch(epoch)
+        batches = train_dataloader
+        if loop_state["batches_done"]:
+            batches = accelerator.skip_first_batches(train_dataloader, loop_state["batches_done"])
+        for batch in batches:
+            micro_step = epoch * len(train_dataloader) + loop_state["batches_done"]
+            with accelerator.accumulate(network):
+                generator = step_generator(args.seed, micro_step, accelerator.process_index)
+                pixel_values = batch["pixel_values"]
+                views = torch.cat([
+                    augment_images(pixel_values, generator, args.augmentation),
+                    augment_images(pixel_values, generator, args.augmentation),
+                ])  # (2 * batch, 3, size, size): one forward for both views
+                labels = batch["activity"]
+                if uses_text:
+                    present, rows = torch.unique(labels, return_inverse=True)  # embed each local activity once
+                    tokens = activity_tokens[draw_template(args.seed, micro_step, len(templates))]
+                    image_features, text_features = network(
+                        views,
+                        tokens["input_ids"][present.cpu()].to(accelerator.device),
+                        tokens["attention_mask"][present.cpu()].to(accelerator.device),
+                    )
+                    activity_features = text_features[rows]  # (batch, d): each image's activity text
+                else:
+                    image_features, _ = network(views)
+                image_features, augmented_features = image_features.float().chunk(2)
+
+                # The contrastive losses see the global batch; see distributed.gather_features for the gradients.
+                rank, world = accelerator.process_index, accelerator.num_processes
+                all_labels = gather_labels(labels, rank, world)
+                all_images = gather_features(image_features, rank, world)
+                all_augmented = gather_features(augmented_features, rank, world)
+                if uses_text:
+                    all_activities = gather_features(activity_features.float(), rank, world)
+                    loss = pretraining_loss(all_images, all_augmented, all_activities, all_labels, temperature)
+                else:
+                    loss = supervised_contrastive_loss(all_images, all_augmented, all_labels, temperature)
+                accelerator.backward(loss * world)  # data-parallel training averages gradients over processes
+                if accelerator.sync_gradients and args.max_grad_norm:
+                    accelerator.clip_grad_norm_(network.parameters(), args.max_grad_norm)
+                optimizer.step()
+                optimizer.zero_grad()
+
+            loop_state["batches_done"] += 1
+            loop_state["running_loss"] += loss.item()
+            loop_state["running_count"] += 1
+            if not accelerator.sync_gradients:
+                continue
+            scheduler.step()
+            loop_state["global_step"] += 1
+            progress.update(1)
+            step = loop_state["global_step"]
+            if step % args.logging_steps == 0 or step == total_updates:
+                last_loss = loop_state["running_loss"] / max(1, loop_state["running_count"])
+                metrics_log.log(
+                    {"train/loss": last_loss, "train/learning_rate": scheduler.get_last_lr()[0], "train/epoch": epoch},
+                    step,
+                )
+                progress.set_postfix(loss=f"{last_loss:.4f}")
+                loop_state["running_loss"], loop_state["running_count"] = 0.0, 0
+            if step % args.checkpointing_steps == 0:
+                save_checkpoint(accelerator, args.output_dir, loop_state, args.checkpoints_total_limit)
+            if step >= total_updates:
+                break
+        else:
+            loop_state["epoch"] += 1
+            loop_state["batches_done"] = 0
+    progress.close()
+
+    # 6. Save the pre-trained model (no label set yet) with its processor.
+    accelerator.wait_for_everyone()
+    if accelerator.is_main_process:
+        trained = accelerator.unwrap_model(network).model
+
+        def write(folder: str) -> None:
+            trained.save_pretrained(folder)
+            processor.save_pretrained(folder)
+            with open(os.path.join(folder, "training_args.json"), "w") as file:
+                json.dump(args.to_dict(), file, indent=1)
+
+        save_directory_atomically(args.model_output_dir, write)
+        accelerator.print(f"Saved the pre-trained model to {args.model_output_dir}.")
+    accelerator.end_training()
+    return {"global_step": loop_state["global_step"], "train_loss": last_loss, "model_dir": args.model_output_dir}
+
+
+__all__ = ["ContrastiveFeatures", "draw_template", "pretrain", "step_generator"]
