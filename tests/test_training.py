@@ -251,7 +251,7 @@ def test_pretraining_runs_and_its_model_fine_tunes(tmp_path, tiny_faces, tiny_co
     assert pre.logit_scale.item() == pytest.approx(math.log(1 / 0.07))
     AcceleratorState._reset_state(True)
     results = finetune(finetune_args(tmp_path / "ft", tiny_faces, None, model_name_or_path=result["model_dir"],
-                                     config_file=None, max_steps=2))
+                                     max_steps=2))
     tuned = CLEFModel.from_pretrained(results["best_model_dir"])
     assert tuned.config.task == "au" and tuned.label_embeddings.shape == (17, PROJECTION_DIM)
     # Fine-tuning started from the pre-trained weights: after 2 small steps they are still close, not a fresh init.

@@ -200,7 +200,7 @@ def finetune(args: FineTuningArguments) -> dict:
         args.model_name_or_path, args.config_file, task=task, labels=labels, class_weights=class_weights
     )
     if args.gradient_checkpointing:
-        model.gradient_checkpointing_enable()
+        model.activation_checkpointing_enable()
     config = model.config
 
     def tokens(texts: list[str]) -> dict[str, torch.Tensor]:

@@ -82,7 +82,7 @@ def pretrain(args: PretrainingArguments) -> dict:
     # 3. Model, prompts, data loader, optimizer, schedule.
     model, processor = load_model_and_processor(args.model_name_or_path, args.config_file, task=None)
     if args.gradient_checkpointing:
-        model.gradient_checkpointing_enable()
+        model.activation_checkpointing_enable()
     uses_text = args.pretraining_losses == "image_activity"
     model.logit_scale.requires_grad_(False)  # Eq. 1-2 use the fixed ε, not the learnable τ
     if not uses_text:  # PI: the text side is unused; frozen, so data-parallel training does not wait for its gradients
