@@ -8,6 +8,8 @@ import os
 os.environ["HF_HUB_OFFLINE"] = "1"
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
+import json  # noqa: E402
+
 import pytest  # noqa: E402
 import torch  # noqa: E402
 from transformers import CLIPConfig, CLIPModel  # noqa: E402
@@ -98,3 +100,26 @@ def processor(tokenizer):
 def pixel_values():
     generator = torch.Generator().manual_seed(1)
     return torch.randn(4, 3, IMAGE_SIZE, IMAGE_SIZE, generator=generator)
+
+
+@pytest.fixture(scope="session")
+def tiny_faces(tmp_path_factory) -> str:
+    """synthfaces with 4 training and 2 test subjects, 2 frames per activity: 64 + 32 images of 32 px, on disk."""
+    from dataset_builders import build_dataset
+
+    root = tmp_path_factory.mktemp("tiny-faces")
+    splits = build_dataset("synthfaces", cache_dir=str(root / "cache"), num_subjects=6, num_test_subjects=2,
+                           frames_per_activity=2, image_size=IMAGE_SIZE)
+    splits.save_to_disk(str(root / "saved"))
+    return str(root / "saved")
+
+
+@pytest.fixture(scope="session")
+def tiny_config_file(tmp_path_factory) -> str:
+    """A CLEFConfig JSON of a tiny model (the text vocabulary is filled in from the package tokenizer)."""
+    path = tmp_path_factory.mktemp("config") / "tiny.json"
+    text = {"hidden_size": 32, "intermediate_size": 64, "num_hidden_layers": 2, "num_attention_heads": 4,
+            "max_position_embeddings": 77}
+    path.write_text(json.dumps({"vision_config": tiny_vision_config(), "text_config": text,
+                                "projection_dim": PROJECTION_DIM}))
+    return str(path)

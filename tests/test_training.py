@@ -21,32 +21,10 @@ from clef_hf.training.checkpointing import checkpoint_dirs, resolve_checkpoint
 from clef_hf.training.data import EpochSeededSampler, class_weights_from_split
 from clef_hf.training.initialization import load_model_and_processor
 from clef_hf.training.optimization import make_optimizer, make_scheduler, training_steps
-from dataset_builders import build_dataset
 
-from conftest import IMAGE_SIZE, PROJECTION_DIM, tiny_vision_config
+from conftest import IMAGE_SIZE, PROJECTION_DIM
 
 ROOT = Path(__file__).resolve().parents[1]
-
-
-@pytest.fixture(scope="session")
-def tiny_faces(tmp_path_factory) -> str:
-    """synthfaces with 4 training and 2 test subjects, 2 frames per activity: 64 + 32 images of 32 px, on disk."""
-    root = tmp_path_factory.mktemp("tiny-faces")
-    splits = build_dataset("synthfaces", cache_dir=str(root / "cache"), num_subjects=6, num_test_subjects=2,
-                           frames_per_activity=2, image_size=IMAGE_SIZE)
-    splits.save_to_disk(str(root / "saved"))
-    return str(root / "saved")
-
-
-@pytest.fixture(scope="session")
-def tiny_config_file(tmp_path_factory) -> str:
-    """A CLEFConfig JSON of a tiny model (the text vocabulary is filled in from the package tokenizer)."""
-    path = tmp_path_factory.mktemp("config") / "tiny.json"
-    text = {"hidden_size": 32, "intermediate_size": 64, "num_hidden_layers": 2, "num_attention_heads": 4,
-            "max_position_embeddings": 77}
-    path.write_text(json.dumps({"vision_config": tiny_vision_config(), "text_config": text,
-                                "projection_dim": PROJECTION_DIM}))
-    return str(path)
 
 
 @pytest.fixture(autouse=True)
