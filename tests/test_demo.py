@@ -37,10 +37,11 @@ def test_quick_demo_saves_loadable_models_and_the_results_the_readme_quotes(tmp_
     train_expression = torch.tensor(list(splits["train"]["expression"]))
     test_expression = torch.tensor(list(splits["test"]["expression"]))
     majority = torch.bincount(train_expression).argmax()
-    assert results["expression"]["baseline_majority_accuracy"] == (test_expression == majority).float().mean().item()
+    expected = (test_expression == majority).double().mean().item()
+    assert abs(results["expression"]["baseline_majority_accuracy"] - expected) < 1e-9
     truth = torch.tensor(list(splits["test"]["au"]))
     all_positive_f1 = (2 * truth.sum(0) / (len(truth) + truth.sum(0))).mean().item()
-    assert abs(results["au"]["baseline_all_positive_f1"] - all_positive_f1) < 1e-9
+    assert abs(results["au"]["baseline_all_positive_f1"] - all_positive_f1) < 1e-6
 
     for task, num_labels in (("au", 17), ("expression", 8)):
         model = CLEFModel.from_pretrained(tmp_path / f"{task}-model")

@@ -264,6 +264,7 @@ def finetune(args: FineTuningArguments) -> dict:
     progress = tqdm(total=total_updates, initial=loop_state["global_step"], desc=f"fine-tuning ({task})",
                     disable=not accelerator.is_local_main_process)
     module.train()
+    grad_norm = None
     while loop_state["global_step"] < total_updates and loop_state["epoch"] < num_epochs:
         epoch = loop_state["epoch"]
         sampler.use_epoch(epoch)
@@ -285,7 +286,7 @@ def finetune(args: FineTuningArguments) -> dict:
                 )
                 accelerator.backward(output.loss)
                 if accelerator.sync_gradients and args.max_grad_norm:
-                    accelerator.clip_grad_norm_(module.parameters(), args.max_grad_norm)
+                    grad_norm = accelerator.clip_grad_norm_(module.parameters(), args.max_grad_norm).item()
                 optimizer.step()
                 optimizer.zero_grad()
 
@@ -300,9 +301,12 @@ def finetune(args: FineTuningArguments) -> dict:
             step = loop_state["global_step"]
             if step % args.logging_steps == 0 or step == total_updates:
                 loss = loop_state["running_loss"] / max(1, loop_state["running_count"])
-                metrics_log.log({"train/loss": loss, "train/learning_rate": scheduler.get_last_lr()[0],
-                                 "train/temperature": accelerator.unwrap_model(module).model.temperature.item(),
-                                 "train/epoch": epoch}, step)
+                values = {"train/loss": loss, "train/learning_rate": scheduler.get_last_lr()[0],
+                          "train/temperature": accelerator.unwrap_model(module).model.temperature.item(),
+                          "train/epoch": epoch}
+                if grad_norm is not None:  # the global gradient norm before clipping, on the step just taken
+                    values["train/grad_norm"] = grad_norm
+                metrics_log.log(values, step)
                 progress.set_postfix(loss=f"{loss:.4f}")
                 loop_state["running_loss"], loop_state["running_count"] = 0.0, 0
             if step % args.checkpointing_steps == 0:

@@ -127,7 +127,7 @@ def pretrain(args: PretrainingArguments) -> dict:
         disable=not accelerator.is_local_main_process,
     )
     network.train()
-    last_loss = float("nan")
+    last_loss, grad_norm = float("nan"), None
     while loop_state["global_step"] < total_updates and loop_state["epoch"] < num_epochs:
         epoch = loop_state["epoch"]
         sampler.use_epoch(epoch)
@@ -169,7 +169,7 @@ def pretrain(args: PretrainingArguments) -> dict:
                     loss = supervised_contrastive_loss(all_images, all_augmented, all_labels, temperature)
                 accelerator.backward(loss * world)  # data-parallel training averages gradients over processes
                 if accelerator.sync_gradients and args.max_grad_norm:
-                    accelerator.clip_grad_norm_(network.parameters(), args.max_grad_norm)
+                    grad_norm = accelerator.clip_grad_norm_(network.parameters(), args.max_grad_norm).item()
                 optimizer.step()
                 optimizer.zero_grad()
 
@@ -184,10 +184,10 @@ def pretrain(args: PretrainingArguments) -> dict:
             step = loop_state["global_step"]
             if step % args.logging_steps == 0 or step == total_updates:
                 last_loss = loop_state["running_loss"] / max(1, loop_state["running_count"])
-                metrics_log.log(
-                    {"train/loss": last_loss, "train/learning_rate": scheduler.get_last_lr()[0], "train/epoch": epoch},
-                    step,
-                )
+                values = {"train/loss": last_loss, "train/learning_rate": scheduler.get_last_lr()[0], "train/epoch": epoch}
+                if grad_norm is not None:  # the global gradient norm before clipping, on the step just taken
+                    values["train/grad_norm"] = grad_norm
+                metrics_log.log(values, step)
                 progress.set_postfix(loss=f"{last_loss:.4f}")
                 loop_state["running_loss"], loop_state["running_count"] = 0.0, 0
             if step % args.checkpointing_steps == 0:
