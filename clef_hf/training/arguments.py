@@ -29,10 +29,9 @@ PRETRAINING_LOSSES = ("image", "image_activity")
 
 
 @dataclass
-class TrainingLoopArguments:
-    """Options both loops share: data, initial weights, optimisation, devices, checkpoints and logging."""
+class DataArguments:
+    """Which data set to read, and how to prepare it."""
 
-    output_dir: str = field(metadata={"help": "Where checkpoints, logs, metrics and the trained model go."})
     dataset: str = field(
         default="synthfaces",
         metadata={"help": "A builder name of dataset_builders (synthfaces, bp4d, bp4d_plus, disfa, raf_db, affectnet, "
@@ -45,6 +44,40 @@ class TrainingLoopArguments:
     )
     cache_dir: str | None = field(default=None, metadata={"help": "Where `datasets` prepares the data."})
     num_proc: int = field(default=1, metadata={"help": "Processes for preparing the data."})
+    dataloader_num_workers: int = 0
+
+    def __post_init__(self) -> None:
+        if self.dataset_options is not None:
+            self.builder_options  # validates the JSON
+
+    @property
+    def builder_options(self) -> dict:
+        if not self.dataset_options:
+            return {}
+        try:
+            options = json.loads(self.dataset_options)
+        except json.JSONDecodeError as error:
+            raise ValueError(f"--dataset_options is not valid JSON ({error}): {self.dataset_options!r}") from None
+        if not isinstance(options, dict):
+            raise ValueError(f"--dataset_options must be a JSON object, got {self.dataset_options!r}.")
+        return options
+
+    @property
+    def dataset_name(self) -> str:
+        """The builder name, or the folder's name for a saved data set."""
+        return os.path.basename(os.path.normpath(self.dataset)) if os.path.isdir(self.dataset) else self.dataset
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+@dataclass
+class TrainingLoopArguments(DataArguments):
+    """Options both loops share: data, initial weights, optimisation, devices, checkpoints and logging."""
+
+    output_dir: str | None = field(
+        default=None, metadata={"help": "Where checkpoints, logs, metrics and the trained model go (required)."}
+    )
     train_split: str = field(default="train", metadata={"help": "The split to train on."})
 
     model_name_or_path: str | None = field(
@@ -77,7 +110,6 @@ class TrainingLoopArguments:
     mixed_precision: str = field(default="no", metadata={"help": "no, fp16 or bf16.", "choices": ["no", "fp16", "bf16"]})
     cpu: bool = field(default=False, metadata={"help": "Train on the CPU even if an accelerator is present."})
     seed: int = 42
-    dataloader_num_workers: int = 0
 
     crop_scale_min: float = field(default=0.8, metadata={"help": "Random resized crop: smallest area fraction."})
     flip_probability: float = 0.5
@@ -93,6 +125,9 @@ class TrainingLoopArguments:
     report_to: str = field(default="tensorboard", metadata={"help": "An Accelerate tracker, `all` or `none`."})
 
     def __post_init__(self) -> None:
+        super().__post_init__()
+        if not self.output_dir:
+            raise ValueError("--output_dir is required.")
         if (self.model_name_or_path is None) == (self.config_file is None):
             raise ValueError("Pass exactly one of --model_name_or_path (initial weights) and --config_file (scratch).")
         for name in ("per_device_train_batch_size", "gradient_accumulation_steps", "checkpointing_steps",
@@ -105,8 +140,6 @@ class TrainingLoopArguments:
         if self.learning_rate is not None and self.learning_rate <= 0:
             raise ValueError(f"--learning_rate must be > 0, got {self.learning_rate}.")
         self.augmentation  # validates the augmentation fields
-        if self.dataset_options is not None:
-            self.builder_options  # validates the JSON
 
     @property
     def augmentation(self) -> AugmentationConfig:
@@ -116,26 +149,6 @@ class TrainingLoopArguments:
             max_rotation_degrees=self.max_rotation_degrees,
             color_jitter=self.color_jitter,
         )
-
-    @property
-    def builder_options(self) -> dict:
-        if not self.dataset_options:
-            return {}
-        try:
-            options = json.loads(self.dataset_options)
-        except json.JSONDecodeError as error:
-            raise ValueError(f"--dataset_options is not valid JSON ({error}): {self.dataset_options!r}") from None
-        if not isinstance(options, dict):
-            raise ValueError(f"--dataset_options must be a JSON object, got {self.dataset_options!r}.")
-        return options
-
-    @property
-    def dataset_name(self) -> str:
-        """The builder name, or the folder's name for a saved data set."""
-        return os.path.basename(os.path.normpath(self.dataset)) if os.path.isdir(self.dataset) else self.dataset
-
-    def to_dict(self) -> dict:
-        return asdict(self)
 
 
 @dataclass
@@ -207,8 +220,27 @@ class FineTuningArguments(TrainingLoopArguments):
             self.best_model_dir = os.path.join(self.output_dir, "best")
 
 
+@dataclass
+class EvaluationArguments(DataArguments):
+    """Evaluate a fine-tuned CLEF model on a split, with the label embeddings stored in the checkpoint."""
+
+    model_name_or_path: str | None = field(default=None, metadata={"help": "A fine-tuned CLEF checkpoint (required)."})
+    split: str = field(default="test", metadata={"help": "The split to evaluate."})
+    per_device_eval_batch_size: int = 128
+    mixed_precision: str = field(default="no", metadata={"help": "no, fp16 or bf16.", "choices": ["no", "fp16", "bf16"]})
+    cpu: bool = False
+    output_file: str | None = field(default=None, metadata={"help": "Write the metrics to this JSON file."})
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        if not self.model_name_or_path:
+            raise ValueError("--model_name_or_path is required: the fine-tuned CLEF checkpoint to evaluate.")
+
+
 __all__ = [
     "COMPONENTS",
+    "DataArguments",
+    "EvaluationArguments",
     "FineTuningArguments",
     "PAPER_FINE_TUNING_LEARNING_RATES",
     "PRETRAINING_LOSSES",

@@ -7,10 +7,10 @@ import datasets
 import torch
 from torch.utils.data import Sampler
 
-from .arguments import TrainingLoopArguments
+from .arguments import DataArguments
 
 
-def load_splits(args: TrainingLoopArguments) -> datasets.DatasetDict:
+def load_splits(args: DataArguments) -> datasets.DatasetDict:
     """The data set named by `args.dataset`: a folder written by `save_to_disk`, or a builder of `dataset_builders`
     prepared (once, then cached) under `args.cache_dir`."""
     if os.path.isdir(args.dataset):

@@ -16,13 +16,13 @@ from torch.utils.data import DataLoader
 from tqdm.auto import tqdm
 
 from ..losses import au_loss, expression_loss, name_description_loss
-from ..metrics import AU_F1, EXPRESSION_ACCURACY, load_metric
 from ..modeling_clef import CLEFModel, CLEFOutput
 from ..vocabulary import fill_template
 from .arguments import FineTuningArguments
 from .augmentation import augment_images
 from .checkpointing import load_checkpoint, resolve_checkpoint, save_checkpoint, save_directory_atomically
 from .data import EpochSeededSampler, FacialBehaviorCollator, class_weights_from_split, get_split, load_splits
+from .evaluation import baseline_metrics, evaluate_model
 from .initialization import labels_of_split, load_model_and_processor
 from .optimization import make_optimizer, make_scheduler, training_steps
 from .pretrain import draw_template, step_generator
@@ -107,52 +107,6 @@ def infer_task(split, task: str | None) -> str:
     if len(present) != 1:
         raise ValueError(f"Pass --task au or --task expression: the split has label columns {present or 'none'}.")
     return present[0]
-
-
-@torch.no_grad()
-def evaluate_model(
-    accelerator: Accelerator, module: FineTuningModule, dataloader: DataLoader, task: str, tokenizer
-) -> dict:
-    """Metrics of the model on a held-out split: for AUs per-AU F1 and their mean (present when
-    `sigmoid(logit) > config.au_threshold`), for expressions accuracy, per-class accuracy and the confusion matrix."""
-    unwrapped = accelerator.unwrap_model(module)
-    config = unwrapped.model.config
-    was_training = unwrapped.training
-    unwrapped.eval()
-    label_embeds = unwrapped.label_embeddings(tokenizer)
-    # Every process gathers all predictions (gather_for_metrics drops the padding of uneven batches), so each can
-    # compute the metric on its own, in memory: no cache files, no cross-process file locks.
-    metric = load_metric(AU_F1 if task == "au" else EXPRESSION_ACCURACY, keep_in_memory=True)
-    for batch in dataloader:
-        with accelerator.autocast():
-            image_embeds = nn.functional.normalize(unwrapped.model.get_image_features(batch["pixel_values"]), dim=-1)
-        logits = image_embeds.float() @ label_embeds.float().T / unwrapped.model.temperature
-        if task == "au":
-            predictions = (torch.sigmoid(logits) > config.au_threshold).long()
-        else:
-            predictions = logits.argmax(-1)
-        predictions, references = accelerator.gather_for_metrics((predictions, batch[task]))
-        metric.add_batch(predictions=predictions.cpu().tolist(), references=references.cpu().tolist())
-    unwrapped.train(was_training)
-    if task == "au":
-        return metric.compute(label_ids=list(config.label_ids))
-    return metric.compute(num_classes=len(config.label_ids), label_ids=list(config.label_ids))
-
-
-def baseline_metrics(train_split, eval_split, task: str, label_ids: list[str]) -> dict:
-    """The held-out metrics of a trivial predictor, a floor that a trained model must beat: every AU present (AUs),
-    or the training split's most frequent class for every image (expressions)."""
-    references = list(eval_split.select_columns([task])[task])
-    if task == "au":
-        metric = load_metric(AU_F1, keep_in_memory=True)
-        return metric.compute(predictions=[[1] * len(row) for row in references], references=references,
-                              label_ids=label_ids)
-    counts = torch.bincount(torch.tensor(list(train_split.select_columns([task])[task])), minlength=len(label_ids))
-    majority = int(counts.argmax())
-    metric = load_metric(EXPRESSION_ACCURACY, keep_in_memory=True)
-    return {"majority_class": label_ids[majority], **metric.compute(
-        predictions=[majority] * len(references), references=references, num_classes=len(label_ids),
-        label_ids=label_ids)}
 
 
 def warm_up_label_texts(model: CLEFModel, name_tokens: dict, description_tokens: dict, steps: int, lr: float) -> None:
@@ -251,7 +205,9 @@ def finetune(args: FineTuningArguments) -> dict:
 
     def end_of_epoch(epoch: int) -> None:
         """Evaluate, log, and keep the model if it is the best so far."""
-        metrics = evaluate_model(accelerator, module, eval_dataloader, task, processor.tokenizer)
+        unwrapped = accelerator.unwrap_model(module)
+        metrics = evaluate_model(accelerator, unwrapped.model, eval_dataloader, task,
+                                 unwrapped.label_embeddings(processor.tokenizer))
         metrics_log.log({f"eval/{key}": value for key, value in metrics.items() if isinstance(value, (int, float))},
                         loop_state["global_step"])
         loop_state["history"].append({"epoch": epoch, "step": loop_state["global_step"], **metrics})
@@ -360,4 +316,4 @@ def save_best(
     save_directory_atomically(args.best_model_dir, write)
 
 
-__all__ = ["BEST_METRIC", "FineTuningModule", "evaluate_model", "finetune", "infer_task", "warm_up_label_texts"]
+__all__ = ["BEST_METRIC", "FineTuningModule", "finetune", "infer_task", "warm_up_label_texts"]

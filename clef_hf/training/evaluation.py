@@ -1,0 +1,144 @@
+"""Evaluation of CLEF models on a labelled split: the per-epoch evaluation of fine-tuning, the evaluation of a saved
+checkpoint (`scripts/evaluate_model.py`), and the trivial baselines a model must beat.
+
+A model's labels and a split's labels are matched by id, so a model can be evaluated on a data set that orders its
+labels differently or has fewer of them (e.g. a BP4D AU model on DISFA's AUs in common, an 8-class expression model on
+a 7-class set, where the prediction is the best of the set's classes).
+"""
+
+import json
+import os
+
+import torch
+from accelerate import Accelerator
+from accelerate.utils import set_seed
+from torch import nn
+from torch.utils.data import DataLoader
+
+from ..metrics import AU_F1, EXPRESSION_ACCURACY, load_metric
+from ..modeling_clef import CLEFModel
+from ..processing_clef import CLEFProcessor
+from .arguments import EvaluationArguments
+from .data import FacialBehaviorCollator, get_split, load_splits
+from .initialization import labels_of_split
+
+
+def align_labels(model_label_ids: list[str], split_label_ids: list[str], task: str) -> tuple[list[int], list[int]]:
+    """Which model outputs and which split columns (AUs) or classes (expressions) to compare.
+
+    Returns:
+        `(model_indices, split_indices)`, aligned: `model_indices[k]` predicts the split's label `split_indices[k]`.
+        AUs: the AUs both have, in the split's order. Expressions: every class of the split, which the model must have.
+    """
+    position = {label: index for index, label in enumerate(model_label_ids)}
+    if task == "expression":
+        missing = [label for label in split_label_ids if label not in position]
+        if missing:
+            raise ValueError(f"The split's expression classes {missing} are not among the model's {model_label_ids}.")
+        return [position[label] for label in split_label_ids], list(range(len(split_label_ids)))
+    common = [(position[label], index) for index, label in enumerate(split_label_ids) if label in position]
+    if not common:
+        raise ValueError(f"The model's AUs {model_label_ids} and the split's {split_label_ids} have none in common.")
+    return [m for m, _ in common], [s for _, s in common]
+
+
+@torch.no_grad()
+def evaluate_model(
+    accelerator: Accelerator,
+    model: CLEFModel,
+    dataloader: DataLoader,
+    task: str,
+    label_embeds: torch.Tensor,
+    split_label_ids: list[str] | None = None,
+) -> dict:
+    """Metrics of `model` on the batches of `dataloader` (prepared by `accelerator`).
+
+    For AUs, per-AU F1 and their mean (an AU is present when `sigmoid(logit) > config.au_threshold`); for
+    expressions, accuracy, per-class accuracy and the confusion matrix (the predicted class is the most similar of the
+    split's classes).
+
+    Args:
+        model: the unwrapped model.
+        task: "au" or "expression"; the batches carry the labels under this key.
+        label_embeds: (num_model_labels, projection_dim) normalised label embeddings to compare images with.
+        split_label_ids: the split's label ids in column / class order; defaults to the model's.
+    """
+    model_label_ids = list(model.config.label_ids)
+    split_label_ids = list(split_label_ids or model_label_ids)
+    model_indices, split_indices = align_labels(model_label_ids, split_label_ids, task)
+    selected = label_embeds[model_indices].float()  # (num_compared, projection_dim)
+    was_training = model.training
+    model.eval()
+    # Every process gathers all predictions (gather_for_metrics drops the padding of uneven batches), so each can
+    # compute the metric on its own, in memory: no cache files, no cross-process file locks.
+    metric = load_metric(AU_F1 if task == "au" else EXPRESSION_ACCURACY, keep_in_memory=True)
+    for batch in dataloader:
+        with accelerator.autocast():
+            image_embeds = nn.functional.normalize(model.get_image_features(batch["pixel_values"]), dim=-1)
+        logits = image_embeds.float() @ selected.T / model.temperature.float()
+        references = batch[task]
+        if task == "au":
+            predictions = (torch.sigmoid(logits) > model.config.au_threshold).long()
+            references = references[:, split_indices]
+        else:
+            predictions = logits.argmax(-1)
+        predictions, references = accelerator.gather_for_metrics((predictions, references))
+        metric.add_batch(predictions=predictions.cpu().tolist(), references=references.cpu().tolist())
+    model.train(was_training)
+    compared = [split_label_ids[index] for index in split_indices]
+    if task == "au":
+        return metric.compute(label_ids=compared)
+    return metric.compute(num_classes=len(compared), label_ids=compared)
+
+
+def baseline_metrics(train_split, eval_split, task: str, label_ids: list[str]) -> dict:
+    """The held-out metrics of a trivial predictor, a floor that a trained model must beat: every AU present (AUs),
+    or the training split's most frequent class for every image (expressions)."""
+    references = list(eval_split.select_columns([task])[task])
+    if task == "au":
+        metric = load_metric(AU_F1, keep_in_memory=True)
+        return metric.compute(predictions=[[1] * len(row) for row in references], references=references,
+                              label_ids=label_ids)
+    counts = torch.bincount(torch.tensor(list(train_split.select_columns([task])[task])), minlength=len(label_ids))
+    majority = int(counts.argmax())
+    metric = load_metric(EXPRESSION_ACCURACY, keep_in_memory=True)
+    return {"majority_class": label_ids[majority], **metric.compute(
+        predictions=[majority] * len(references), references=references, num_classes=len(label_ids),
+        label_ids=label_ids)}
+
+
+def evaluate_checkpoint(args: EvaluationArguments) -> dict:
+    """Evaluate a saved CLEF model, with the label embeddings stored in it, on a split of a data set.
+
+    Returns:
+        The metrics, with `model`, `dataset`, `split`, `task` and `num_images`; also written to `args.output_file`.
+    """
+    accelerator = Accelerator(cpu=args.cpu, mixed_precision=args.mixed_precision)
+    set_seed(0)
+    model = CLEFModel.from_pretrained(args.model_name_or_path)
+    processor = CLEFProcessor.from_pretrained(args.model_name_or_path)
+    task = model.config.task
+    if task not in ("au", "expression"):
+        raise ValueError(f"{args.model_name_or_path} has task {task!r}: only fine-tuned AU or expression models "
+                         "can be evaluated.")
+    with accelerator.main_process_first():
+        splits = load_splits(args)
+    split = get_split(splits, args.split, ("image", task), "--split")
+    split_label_ids = labels_of_split(split, task)["label_ids"]
+    dataloader = DataLoader(split, batch_size=args.per_device_eval_batch_size,
+                            collate_fn=FacialBehaviorCollator(processor.image_processor, (task,)),
+                            num_workers=args.dataloader_num_workers)
+    model, dataloader = accelerator.prepare(model, dataloader)
+    unwrapped = accelerator.unwrap_model(model)
+    metrics = evaluate_model(accelerator, unwrapped, dataloader, task, unwrapped._stored_label_embeddings(),
+                             split_label_ids)
+    results = {"model": args.model_name_or_path, "dataset": args.dataset_name, "split": args.split, "task": task,
+               "num_images": len(split), **metrics}
+    if args.output_file and accelerator.is_main_process:
+        os.makedirs(os.path.dirname(os.path.abspath(args.output_file)), exist_ok=True)
+        with open(args.output_file, "w") as file:
+            json.dump(results, file, indent=1)
+    return results
+
+
+__all__ = ["align_labels", "baseline_metrics", "evaluate_checkpoint", "evaluate_model"]
