@@ -72,6 +72,15 @@ class EpochSeededSampler(Sampler[int]):
         return self.num_samples
 
 
+def epoch_batches(accelerator, dataloader, sampler: EpochSeededSampler, epoch: int, batches_done: int):
+    """The batches of `epoch` that a run has not consumed yet: all of them, or, when it resumes mid-epoch, those after
+    the first `batches_done` (in the same order, since the sampler's order depends only on the seed and epoch)."""
+    sampler.use_epoch(epoch)
+    if batches_done:
+        return accelerator.skip_first_batches(dataloader, batches_done)
+    return dataloader
+
+
 class FacialBehaviorCollator:
     """Turns rows of a facial-behaviour split into a batch.
 
@@ -140,6 +149,7 @@ def class_weights_from_split(split: datasets.Dataset, task: str, num_labels: int
 
 __all__ = [
     "EpochSeededSampler",
+    "epoch_batches",
     "FacialBehaviorCollator",
     "activities_of",
     "class_weights_from_split",

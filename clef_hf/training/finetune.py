@@ -21,7 +21,14 @@ from ..vocabulary import fill_template
 from .arguments import FineTuningArguments
 from .augmentation import augment_images
 from .checkpointing import load_checkpoint, resolve_checkpoint, save_checkpoint, save_directory_atomically
-from .data import EpochSeededSampler, FacialBehaviorCollator, class_weights_from_split, get_split, load_splits
+from .data import (
+    EpochSeededSampler,
+    FacialBehaviorCollator,
+    class_weights_from_split,
+    epoch_batches,
+    get_split,
+    load_splits,
+)
 from .evaluation import baseline_metrics, evaluate_model
 from .initialization import labels_of_split, load_model_and_processor
 from .optimization import make_optimizer, make_scheduler, training_steps
@@ -223,11 +230,7 @@ def finetune(args: FineTuningArguments) -> dict:
     grad_norm = None
     while loop_state["global_step"] < total_updates and loop_state["epoch"] < num_epochs:
         epoch = loop_state["epoch"]
-        sampler.use_epoch(epoch)
-        batches = train_dataloader
-        if loop_state["batches_done"]:
-            batches = accelerator.skip_first_batches(train_dataloader, loop_state["batches_done"])
-        for batch in batches:
+        for batch in epoch_batches(accelerator, train_dataloader, sampler, epoch, loop_state["batches_done"]):
             micro_step = epoch * len(train_dataloader) + loop_state["batches_done"]
             with accelerator.accumulate(module):
                 generator = step_generator(args.seed, micro_step, accelerator.process_index)

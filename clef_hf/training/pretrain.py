@@ -24,7 +24,14 @@ from ..vocabulary import fill_template
 from .arguments import PretrainingArguments
 from .augmentation import augment_images
 from .checkpointing import load_checkpoint, resolve_checkpoint, save_checkpoint, save_directory_atomically
-from .data import EpochSeededSampler, FacialBehaviorCollator, activities_of, get_split, load_splits
+from .data import (
+    EpochSeededSampler,
+    FacialBehaviorCollator,
+    activities_of,
+    epoch_batches,
+    get_split,
+    load_splits,
+)
 from .distributed import gather_features, gather_labels
 from .initialization import load_model_and_processor
 from .optimization import make_optimizer, make_scheduler, training_steps
@@ -130,11 +137,7 @@ def pretrain(args: PretrainingArguments) -> dict:
     last_loss, grad_norm = float("nan"), None
     while loop_state["global_step"] < total_updates and loop_state["epoch"] < num_epochs:
         epoch = loop_state["epoch"]
-        sampler.use_epoch(epoch)
-        batches = train_dataloader
-        if loop_state["batches_done"]:
-            batches = accelerator.skip_first_batches(train_dataloader, loop_state["batches_done"])
-        for batch in batches:
+        for batch in epoch_batches(accelerator, train_dataloader, sampler, epoch, loop_state["batches_done"]):
             micro_step = epoch * len(train_dataloader) + loop_state["batches_done"]
             with accelerator.accumulate(network):
                 generator = step_generator(args.seed, micro_step, accelerator.process_index)
