@@ -333,3 +333,23 @@ def test_initialising_from_a_clip_checkpoint_folder(tmp_path, tiny_clip, tokeniz
         expected = tiny_clip.get_image_features(pixel_values).pooler_output
         assert torch.equal(model.get_image_features(pixel_values), expected)
     assert model.config.label_ids == ["AU1", "AU2"] and len(processor.tokenizer) == len(tokenizer)
+
+
+def test_pretraining_resumes_mid_epoch_to_the_uninterrupted_weights(tmp_path, tiny_faces, tiny_config_file):
+    def run(output_dir, **extra):
+        AcceleratorState._reset_state(True)
+        GradientState._reset_state()
+        return pretrain(PretrainingArguments(
+            output_dir=str(output_dir), dataset=tiny_faces, config_file=tiny_config_file, per_device_train_batch_size=8,
+            max_steps=5, checkpointing_steps=2, checkpoints_total_limit=5, report_to="none", seed=6,
+            learning_rate=1e-3, **extra,
+        ))
+
+    run(tmp_path / "full")
+    (tmp_path / "resumed" / "checkpoints").mkdir(parents=True)
+    os.system(f"cp -r {tmp_path / 'full' / 'checkpoints' / 'step-2'} {tmp_path / 'resumed' / 'checkpoints'}")
+    result = run(tmp_path / "resumed", resume_from_checkpoint="latest")
+    assert result["global_step"] == 5
+    full, resumed = weights(tmp_path / "full" / "model"), weights(tmp_path / "resumed" / "model")
+    for name in full:
+        assert torch.equal(full[name], resumed[name]), name
