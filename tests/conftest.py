@@ -123,3 +123,13 @@ def tiny_config_file(tmp_path_factory) -> str:
     path.write_text(json.dumps({"vision_config": tiny_vision_config(), "text_config": text,
                                 "projection_dim": PROJECTION_DIM}))
     return str(path)
+
+
+@pytest.fixture
+def fresh_accelerator_state():
+    """Training runs build their own Accelerator; reset Accelerate's process-wide singletons after each test."""
+    from accelerate.state import AcceleratorState, GradientState
+
+    yield
+    AcceleratorState._reset_state(True)
+    GradientState._reset_state()

@@ -8,7 +8,7 @@ import sys
 from pathlib import Path
 
 import pytest
-from accelerate.state import AcceleratorState, GradientState
+from accelerate.state import AcceleratorState
 
 from clef_hf.training import EvaluationArguments, FineTuningArguments, evaluate_checkpoint, finetune
 from clef_hf.training.evaluation import align_labels
@@ -16,11 +16,7 @@ from clef_hf.training.evaluation import align_labels
 ROOT = Path(__file__).resolve().parents[1]
 
 
-@pytest.fixture(autouse=True)
-def fresh_accelerator_state():
-    yield
-    AcceleratorState._reset_state(True)
-    GradientState._reset_state()
+pytestmark = pytest.mark.usefixtures("fresh_accelerator_state")
 
 
 @pytest.mark.parametrize("task, key", [("au", "mean_f1"), ("expression", "accuracy")])

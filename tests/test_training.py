@@ -27,12 +27,7 @@ from conftest import IMAGE_SIZE, PROJECTION_DIM
 ROOT = Path(__file__).resolve().parents[1]
 
 
-@pytest.fixture(autouse=True)
-def fresh_accelerator_state():
-    """Each run builds its own Accelerator; the shared singletons are reset between tests."""
-    yield
-    AcceleratorState._reset_state(True)
-    GradientState._reset_state()
+pytestmark = pytest.mark.usefixtures("fresh_accelerator_state")
 
 
 def finetune_args(output_dir, dataset, config_file, **overrides) -> FineTuningArguments:
