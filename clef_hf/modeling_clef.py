@@ -13,6 +13,7 @@ from transformers.modeling_outputs import BaseModelOutputWithPooling
 from transformers.utils import ModelOutput
 
 from .configuration_clef import CLEFConfig
+from .hub_access import explain_hub_failure
 from .losses import au_loss, expression_loss, fine_tuning_loss, name_description_loss
 from .processing_clef import check_tokenizer_fits
 from .vocabulary import fill_template
@@ -358,14 +359,20 @@ class CLEFModel(CLEFPreTrainedModel):
                 for key in ("cache_dir", "force_download", "local_files_only", "token", "revision", "subfolder")
                 if key in kwargs
             }
-            saved, _ = CLEFConfig.get_config_dict(pretrained_model_name_or_path, **hub_kwargs)
+            try:
+                saved, _ = CLEFConfig.get_config_dict(pretrained_model_name_or_path, **hub_kwargs)
+            except OSError as error:
+                raise explain_hub_failure(pretrained_model_name_or_path, error) from error
             if saved.get("projection_dim", requested) != requested:
                 raise ValueError(
                     f"projection_dim={requested} does not match the weights in {pretrained_model_name_or_path!r}, "
                     f"whose projections are {saved['projection_dim']} wide (config.json: projection_dim). Leave "
                     "projection_dim unset, or pass ignore_mismatched_sizes=True to re-initialise the projections."
                 )
-        return super().from_pretrained(pretrained_model_name_or_path, *model_args, **kwargs)
+        try:
+            return super().from_pretrained(pretrained_model_name_or_path, *model_args, **kwargs)
+        except OSError as error:
+            raise explain_hub_failure(pretrained_model_name_or_path, error) from error
 
     # ------------------------------------------------------------------ construction from CLIP
 

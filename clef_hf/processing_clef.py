@@ -3,6 +3,8 @@ tokenizer fits a model's text encoder."""
 
 from transformers import CLIPImageProcessorPil, CLIPTextConfig, ProcessorMixin
 
+from .hub_access import explain_hub_failure
+
 #: Encoded to detect tokenizers that map ordinary words to the unknown token (see `check_tokenizer_fits`).
 PROBE_TEXT = "a photo of a person with lip corner puller."
 
@@ -73,7 +75,10 @@ class CLEFProcessor(ProcessorMixin):
 
     @classmethod
     def from_pretrained(cls, pretrained_model_name_or_path, **kwargs) -> "CLEFProcessor":
-        processor = super().from_pretrained(pretrained_model_name_or_path, **kwargs)
+        try:
+            processor = super().from_pretrained(pretrained_model_name_or_path, **kwargs)
+        except OSError as error:
+            raise explain_hub_failure(pretrained_model_name_or_path, error) from error
         check_tokenizer_fits(processor.tokenizer)
         return processor
 
