@@ -2,6 +2,7 @@
 prompts, and the paper's loss hyperparameters."""
 
 import math
+import sys
 from dataclasses import field
 
 from huggingface_hub.dataclasses import strict
@@ -100,6 +101,7 @@ class CLEFConfig(PretrainedConfig):
             self.label_ids = list(self.label_names)
         super().__post_init__(**kwargs)
         self._check_values()
+        self._drop_custom_pipelines_registered_here()
         if self.label_ids:
             self.id2label = dict(enumerate(self.label_ids))
             self.label2id = {label: index for index, label in enumerate(self.label_ids)}
@@ -154,6 +156,27 @@ class CLEFConfig(PretrainedConfig):
             raise ValueError(f"CLEFConfig.au_threshold is a probability in (0, 1), got {self.au_threshold}.")
         if self.image_name_loss_weight < 0:
             raise ValueError(f"CLEFConfig.image_name_loss_weight (λ) must be >= 0, got {self.image_name_loss_weight}.")
+
+    def _drop_custom_pipelines_registered_here(self) -> None:
+        """Forget the `custom_pipelines` entries (pipeline code shipped in a checkpoint for remote-code users, see
+        `clef_hf.pipeline_facial_behavior.add_remote_pipeline`) of tasks that the installed clef_hf package has
+        registered with transformers. transformers lets a checkpoint's `custom_pipelines` override a registered task
+        and then demands `trust_remote_code=True`; with the package imported, its own pipeline serves the task
+        without it."""
+        custom = getattr(self, "custom_pipelines", None)
+        pipelines = sys.modules.get("transformers.pipelines")  # imported by clef_hf, which registers the task
+        if not custom or pipelines is None:
+            return
+        registered = pipelines.PIPELINE_REGISTRY.supported_tasks
+        kept = {
+            task: spec
+            for task, spec in custom.items()
+            if not (task in registered and registered[task]["impl"].__module__.startswith("clef_hf."))
+        }
+        if kept:
+            self.custom_pipelines = kept
+        else:
+            del self.custom_pipelines
 
     @property
     def logit_scale_init_value(self) -> float:

@@ -42,9 +42,25 @@ def test_model_card_template_renders_labels():
     card = ModelCard.from_template(
         ModelCardData(license="apache-2.0", library_name="transformers", tags=["facial-action-units", "clef"]),
         template_path=str(ROOT / "model_cards" / "clef_model_card_template.md"),
-        model_name="clef-au-test", task_title="facial action unit detection", name_template=config.name_template,
-        labels=labels, repo_id="user/clef-au-test", training_summary="t", evaluation_summary="e",
+        model_name="clef-au-test", repo_id="user/clef-au-test", task="au", task_title="facial action unit detection",
+        name_template=config.name_template, labels=labels, au_threshold=0.5, image_size=224,
+        data_setting="lab-or-wild", data_license_note="licence-note",
+        training=None, training_missing="no-training-record", evaluation=None, evaluation_missing="no-evaluation",
     )
     text = str(card)
     assert "| AU12 | lip corner puller |" in text and "(faces, 2)" in text
+    assert "no-training-record" in text and "no-evaluation" in text and "lab-or-wild" in text
+    assert 'pipeline("facial-behavior", model="user/clef-au-test")' in text
     assert card.data.license == "apache-2.0"
+
+
+def test_packaged_model_card_template_is_the_documented_one():
+    """model_cards/ holds the template; clef_hf/templates/model_card.md is the copy installed with the package."""
+    from clef_hf.model_card import template_path
+
+    documented = (ROOT / "model_cards" / "clef_model_card_template.md").read_text()
+    assert template_path().read_text() == documented, (
+        "clef_hf/templates/model_card.md differs from model_cards/clef_model_card_template.md; after editing the "
+        "template run: cp model_cards/clef_model_card_template.md clef_hf/templates/model_card.md"
+    )
+    assert "templates/*.md" in (ROOT / "setup.cfg").read_text()  # declared as package data
