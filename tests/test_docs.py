@@ -14,15 +14,18 @@ from clef_hf.vocabulary import au_labels
 ROOT = Path(__file__).resolve().parents[1]
 
 
-def test_readme_quick_start_runs(tmp_path):
+def test_readme_python_examples_run(tmp_path):
     readme = (ROOT / "README.md").read_text()
     blocks = re.findall(r"```python\n(.*?)```", readme, flags=re.DOTALL)
     assert blocks, "the README has no Python example"
-    quick_start = blocks[0] + "\nassert type(reloaded).__name__ == 'CLEFModel'\nprint('QUICKSTART-OK')\n"
+    # The blocks continue each other (the pipeline example loads the quick start's model), so they run as one script.
+    quick_start = "\n".join(blocks) + "\nassert type(reloaded).__name__ == 'CLEFModel'\nprint('QUICKSTART-OK')\n"
     result = subprocess.run([sys.executable, "-c", quick_start], cwd=tmp_path, capture_output=True, text=True,
                             env={**os.environ, "HF_HUB_OFFLINE": "1"}, timeout=300)
     assert "QUICKSTART-OK" in result.stdout, result.stderr[-3000:]
     assert "torch.Size([2, 5])" in result.stdout
+    assert "'label': 'AU1', 'name': 'inner brow raiser'" in result.stdout
+    assert "(1, " in result.stdout  # the DataFrame: one row for the one face
 
 
 def test_readme_states_exactly_the_two_commands():
