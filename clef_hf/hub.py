@@ -15,7 +15,6 @@
 needs no network.
 """
 
-import json
 import logging
 import os
 import shutil
@@ -25,7 +24,7 @@ from typing import Iterable
 
 import torch
 
-from .model_card import render_model_card
+from .model_card import read_json_object, render_model_card
 from .pipeline_facial_behavior import add_remote_pipeline
 
 logger = logging.getLogger(__name__)
@@ -70,13 +69,9 @@ def _require_file(model_dir: Path, *names: str, hint: str) -> Path:
 
 def _read_json(path: Path) -> dict:
     try:
-        with open(path, encoding="utf-8") as file:
-            data = json.load(file)
-    except json.JSONDecodeError as error:
-        raise ModelFolderError(f"{path} is not valid JSON: {error}") from None
-    if not isinstance(data, dict):
-        raise ModelFolderError(f"{path} must hold a JSON object.")
-    return data
+        return read_json_object(path)
+    except ValueError as error:
+        raise ModelFolderError(str(error)) from None
 
 
 def validate_model_dir(model_dir: str | os.PathLike):

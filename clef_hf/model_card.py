@@ -145,7 +145,8 @@ def template_path() -> Path:
     return Path(str(resources.files("clef_hf").joinpath("templates", "model_card.md")))
 
 
-def _read_json(path: Path, required: bool) -> dict | None:
+def read_json_object(path: Path, required: bool = True) -> dict | None:
+    """The JSON object in `path`; None if it is absent and not `required`. Errors name the file."""
     if not path.is_file():
         if required:
             raise FileNotFoundError(f"{path} is missing: a saved CLEF model folder holds its config.json.")
@@ -346,15 +347,15 @@ def template_variables(
     """
     model_dir = Path(model_dir)
     config_path = model_dir / "config.json"
-    config = _read_json(config_path, required=True)
+    config = read_json_object(config_path, required=True)
     task = config.get("task")
     if task not in TASK_TITLES:
         raise ValueError(
             f"{config_path} has task={task!r}; a model card needs a fine-tuned model with task 'au' or 'expression'."
         )
     labels = _labels(config, config_path)
-    training_args = _read_json(model_dir / "training_args.json", required=False)
-    eval_results = _read_json(model_dir / "eval_results.json", required=False)
+    training_args = read_json_object(model_dir / "training_args.json", required=False)
+    eval_results = read_json_object(model_dir / "eval_results.json", required=False)
 
     dataset = (training_args or {}).get("dataset") or (eval_results or {}).get("dataset")
     title, info = _dataset_info(dataset)
