@@ -57,6 +57,9 @@ class HaarFaceDetector:
         # The cascade's cost grows with the pixel count; camera frames (1024x768 and up) are searched at most
         # `max_side` pixels wide, and the boxes scaled back.
         scale = min(1.0, self.max_side / max(gray.shape))
+        if min(gray.shape) * scale < self.min_size:
+            # No face of `min_size` fits (a thin strip would even shrink to zero rows, which cv2.resize refuses).
+            return []
         if scale < 1.0:
             gray = cv2.resize(gray, None, fx=scale, fy=scale, interpolation=cv2.INTER_AREA)
         found = self.cascade.detectMultiScale(

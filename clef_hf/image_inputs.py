@@ -9,10 +9,13 @@ Conversion rules (one place, so that every input type gives the same pixels):
 - **16-bit** data (PIL `I;16*` modes, `uint16` arrays) is scaled from 0-65535 to 0-255.
 - **Other integer data** (PIL `I` mode, int16/int32/int64 arrays) is read as 8-bit when all values lie in 0-255 and as
   16-bit when they lie in 0-65535 (16-bit PNGs open in mode `I` in some Pillow versions); other ranges are refused.
-- **Floating-point data** (PIL `F` mode, float arrays) is read as 0-1 when all values lie in [0, 1], otherwise as 0-255
-  (clipped). NaNs are refused.
+- **Floating-point data** (PIL `F` mode, float arrays, bfloat16 tensors) is read as 0-1 when all values lie in [0, 1],
+  otherwise as 0-255 (clipped). NaNs and infinities are refused.
 - **Grayscale** is repeated over the three channels; CMYK, YCbCr and the other PIL colour modes go through PIL's own
   conversion. The EXIF orientation of files is applied.
+- **Size**: image files and bytes larger than `PIL.Image.MAX_IMAGE_PIXELS` (Pillow's decompression-bomb limit, about
+  89 megapixels, e.g. 9459 x 9459) are refused with a `ValueError` naming them, before they are decoded; set
+  `PIL.Image.MAX_IMAGE_PIXELS` higher (or to `None`) to accept larger images.
 """
 
 import io
@@ -42,15 +45,29 @@ def describe_input(image: Any) -> str:
     return type(image).__name__
 
 
+def _decode(source: Any, name: str) -> Image.Image:
+    """Open and decode an image file or file object, refusing images beyond Pillow's decompression-bomb limit."""
+    try:
+        image = Image.open(source)
+        limit = Image.MAX_IMAGE_PIXELS
+        if limit is not None and image.width * image.height > limit:
+            raise Image.DecompressionBombError(
+                f"{image.width}x{image.height} = {image.width * image.height} pixels exceeds PIL.Image.MAX_IMAGE_PIXELS "
+                f"= {limit}; raise that limit to read larger images"
+            )
+        image.load()
+    except (Image.DecompressionBombError, UnidentifiedImageError, OSError) as error:
+        raise ValueError(f"Cannot read image {name}: {error}") from error
+    except Exception as error:  # noqa: BLE001 - Pillow's format plugins raise ValueError, SyntaxError, struct.error...
+        # on malformed files; whatever the decoder raised, the file is unreadable: say which one.
+        raise ValueError(f"Cannot read image {name}: {type(error).__name__}: {error}") from error
+    return image
+
+
 def _open_file(path: str) -> Image.Image:
     if not os.path.isfile(path):
         raise ValueError(f"Cannot read image {path!r}: no such file.")
-    try:
-        image = Image.open(path)
-        image.load()
-    except (UnidentifiedImageError, OSError) as error:
-        raise ValueError(f"Cannot read image {path!r}: {error}") from error
-    return ImageOps.exif_transpose(image)
+    return ImageOps.exif_transpose(_decode(path, repr(path)))
 
 
 def _open_url(url: str, timeout: float | None) -> Image.Image:
@@ -63,20 +80,13 @@ def _open_url(url: str, timeout: float | None) -> Image.Image:
     try:
         with urllib.request.urlopen(url, timeout=timeout if timeout is not None else 10.0) as response:
             data = response.read()
-        image = Image.open(io.BytesIO(data))
-        image.load()
-    except (urllib.error.URLError, UnidentifiedImageError, OSError, ValueError) as error:
+    except (urllib.error.URLError, OSError, ValueError) as error:
         raise ValueError(f"Cannot read image {url!r}: {error}") from error
-    return ImageOps.exif_transpose(image)
+    return ImageOps.exif_transpose(_decode(io.BytesIO(data), repr(url)))
 
 
 def _open_bytes(data: bytes, name: str) -> Image.Image:
-    try:
-        image = Image.open(io.BytesIO(data))
-        image.load()
-    except (UnidentifiedImageError, OSError) as error:
-        raise ValueError(f"Cannot read image {name}: {error}") from error
-    return ImageOps.exif_transpose(image)
+    return ImageOps.exif_transpose(_decode(io.BytesIO(data), name))
 
 
 def _to_uint8(values: np.ndarray, name: str) -> np.ndarray:
@@ -100,8 +110,9 @@ def _to_uint8(values: np.ndarray, name: str) -> np.ndarray:
         )
     if kind == "f":
         values = values.astype(np.float32)
-        if np.isnan(values).any():
-            raise ValueError(f"Cannot read {name}: it holds NaN pixel values.")
+        if not np.isfinite(values).all():
+            kind = "NaN" if np.isnan(values).any() else "infinite"
+            raise ValueError(f"Cannot read {name}: it holds {kind} pixel values.")
         if values.size and values.min() >= 0.0 and values.max() <= 1.0:
             values = values * 255.0
         return np.round(np.clip(values, 0.0, 255.0)).astype(np.uint8)
@@ -156,7 +167,9 @@ def pil_to_rgb(image: Image.Image, name: str | None = None) -> Image.Image:
     if mode == "P":
         image = image.convert("RGBA") if "transparency" in image.info else image.convert("RGB")
         mode = image.mode
-    if mode in ("RGBA", "LA", "PA", "RGBa", "La"):
+    if mode == "La":  # premultiplied alpha: Pillow converts it to LA only
+        image, mode = image.convert("LA"), "LA"
+    if mode in ("RGBA", "LA", "PA", "RGBa"):
         return _composite_on_white(image)
     if mode in ("1", "L"):
         return image.convert("L").convert("RGB")
@@ -198,7 +211,10 @@ def load_rgb_image(image: ImageInput, timeout: float | None = None) -> Image.Ima
             return load_rgb_image(image["path"], timeout)
         raise ValueError(f"Cannot read {describe_input(image)}: it has neither bytes nor a path.")
     if type(image).__module__.startswith("torch") and hasattr(image, "detach"):
-        image = image.detach().cpu().numpy()
+        image = image.detach().cpu()
+        if str(image.dtype) == "torch.bfloat16":  # numpy has no bfloat16
+            image = image.float()
+        image = image.numpy()
     if isinstance(image, np.ndarray):
         return _array_to_rgb(image, describe_input(image))
     raise ValueError(

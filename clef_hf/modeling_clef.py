@@ -2,10 +2,12 @@
 embeddings kept in the checkpoint, predicting facial behaviour by image-to-label-name similarity."""
 
 import math
+import os
 from dataclasses import dataclass
 from typing import Any
 
 import torch
+from safetensors import SafetensorError
 from torch import nn
 from transformers import CLIPModel, CLIPTextModel, CLIPVisionModel, PreTrainedModel
 from transformers import initialization as init
@@ -350,7 +352,12 @@ class CLEFModel(CLEFPreTrainedModel):
     @classmethod
     def from_pretrained(cls, pretrained_model_name_or_path, *model_args, **kwargs) -> "CLEFModel":
         """`PreTrainedModel.from_pretrained`, which first checks that a requested `projection_dim` (a keyword or the
-        `config` passed) matches the checkpoint's, and names both if not."""
+        `config` passed) matches the checkpoint's, and names both if not.
+
+        A checkpoint that does not match its own config is refused with a `ValueError` naming what is wrong: weights
+        of the wrong shape, weights missing (transformers would initialise them at random and only log it; pass
+        `ignore_mismatched_sizes=True` to accept both), or a weights file that cannot be read (truncated, corrupt).
+        """
         config = kwargs.get("config")
         requested = config.projection_dim if isinstance(config, CLEFConfig) else kwargs.get("projection_dim")
         if requested is not None and not kwargs.get("ignore_mismatched_sizes", False):
@@ -369,10 +376,44 @@ class CLEFModel(CLEFPreTrainedModel):
                     f"whose projections are {saved['projection_dim']} wide (config.json: projection_dim). Leave "
                     "projection_dim unset, or pass ignore_mismatched_sizes=True to re-initialise the projections."
                 )
+        strict = not kwargs.get("ignore_mismatched_sizes", False)
+        wants_info = kwargs.pop("output_loading_info", False)
         try:
-            return super().from_pretrained(pretrained_model_name_or_path, *model_args, **kwargs)
+            model, info = super().from_pretrained(
+                pretrained_model_name_or_path, *model_args, output_loading_info=True, **kwargs
+            )
         except OSError as error:
             raise explain_hub_failure(pretrained_model_name_or_path, error) from error
+        except SafetensorError as error:  # its message names no file
+            raise ValueError(
+                f"The weights of {os.fspath(pretrained_model_name_or_path)!r} (model.safetensors) cannot be read: "
+                f"{error}. The file is truncated or corrupt; download or save it again."
+            ) from error
+        except RuntimeError as error:
+            if "ignore_mismatched_sizes" not in str(error):
+                raise
+            # transformers logs the mismatched tensors and raises a message that names none: load again, accepting
+            # the mismatch, only to name them.
+            _, info = super().from_pretrained(
+                pretrained_model_name_or_path, *model_args, output_loading_info=True,
+                **{**kwargs, "ignore_mismatched_sizes": True},
+            )
+            mismatched = "; ".join(
+                f"{key}: {tuple(saved)} in the checkpoint, {tuple(expected)} for its config"
+                for key, saved, expected in sorted(info["mismatched_keys"])
+            )
+            raise ValueError(
+                f"The weights in {os.fspath(pretrained_model_name_or_path)!r} do not match the architecture of its "
+                f"config: {mismatched}. The config.json and model.safetensors do not belong together (or a label set "
+                "changed without update_label_embeddings); pass ignore_mismatched_sizes=True to re-initialise them."
+            ) from error
+        if strict and info["missing_keys"]:
+            raise ValueError(
+                f"The weights in {os.fspath(pretrained_model_name_or_path)!r} lack tensors that its config needs: "
+                f"{sorted(info['missing_keys'])}. The checkpoint is incomplete or was saved for another "
+                "architecture; pass ignore_mismatched_sizes=True to initialise them at random."
+            )
+        return (model, info) if wants_info else model
 
     # ------------------------------------------------------------------ construction from CLIP
 

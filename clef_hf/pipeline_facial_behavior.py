@@ -146,6 +146,11 @@ class FacialBehaviorPipeline(ChunkPipeline):
             else:
                 kwargs["model"] = quantize_dynamic_int8(kwargs["model"])
         super().__init__(*args, **kwargs)
+        if self.tokenizer is not None and callable(getattr(self.model, "encode_texts", None)):
+            # A tokenizer that does not fit the text encoder (another vocabulary, another end-of-text id) is refused
+            # now with CLEF's TokenizerMismatchError, rather than at the first zero-shot call; encoding no text only
+            # runs that check.
+            self.model.encode_texts(self.tokenizer, [])
         self._label_embedding_cache: dict[tuple[str, tuple[str, ...]], torch.Tensor] = {}
         self._haar_detector: HaarFaceDetector | None = None
         self._placeholder_pixels: torch.Tensor | None = None

@@ -17,7 +17,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import datasets
-from PIL import Image, UnidentifiedImageError
+from PIL import Image
 
 from .data_report import BadDataError, DataReport, bad_data, require_paths
 from .facial_behavior_builder import VERSION, FacialBehaviorBuilder, FacialBehaviorConfig
@@ -184,7 +184,7 @@ class AffectNet(FacialBehaviorBuilder):
                 width, height = image.size
                 x0, y0, x1, y1 = max(box[0], 0), max(box[1], 0), min(box[2], width), min(box[3], height)
                 crop = image.crop((x0, y0, x1, y1)).convert("RGB") if x1 > x0 and y1 > y0 else None
-        except (OSError, UnidentifiedImageError, ValueError) as error:
+        except Exception as error:  # noqa: BLE001 - any decoding failure, as in `FacialBehaviorBuilder.load_image`
             bad_data(report, self.config.on_bad_data, "unreadable_image", path, f"{type(error).__name__}: {error}")
             return None
         if crop is None:

@@ -262,7 +262,9 @@ class _BP4DFamily(FacialBehaviorBuilder):
     def _read_labels(self, label_csv: Path, report: DataReport) -> dict[int, tuple[int, ...]]:
         """Frame number -> the 12 AU values (1, 0, -1) in `BP4D_AU_IDS` order, for one (subject, task) CSV."""
         labels: dict[int, tuple[int, ...]] = {}
-        with open(label_csv, newline="") as file:
+        # Bytes that are not UTF-8 become U+FFFD, so that the row fails to parse and is named (not a bare
+        # UnicodeDecodeError).
+        with open(label_csv, newline="", encoding="utf-8", errors="replace") as file:
             reader = csv.reader(file)
             header = next(reader, [])
             columns = _au_columns(header)

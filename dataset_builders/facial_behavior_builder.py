@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import Any, Iterator
 
 import datasets
-from PIL import Image, UnidentifiedImageError
+from PIL import Image
 
 from .data_report import DataReport, bad_data, check_on_bad_data, job_report_path, report_directory
 from .faces import FaceDetector, HaarFaceDetector, crop_face
@@ -93,6 +93,10 @@ class FacialBehaviorBuilder(datasets.GeneratorBasedBuilder):
         Without face cropping, the value is the path itself (the prepared data refers to the user's files rather
         than copying them); the image is decoded once first if `verify_images`. With `crop_faces`, it is the crop;
         a frame with no detectable face is counted as `no_face` and skipped.
+
+        Any exception while decoding counts as an unreadable image: besides OSError, Pillow's format plugins raise
+        ValueError, SyntaxError or struct.error on malformed files, and DecompressionBombError (not an OSError) for
+        images beyond twice `PIL.Image.MAX_IMAGE_PIXELS`.
         """
         if not self.config.verify_images and not self.config.crop_faces:
             return str(path)
@@ -100,7 +104,7 @@ class FacialBehaviorBuilder(datasets.GeneratorBasedBuilder):
             with Image.open(path) as image:
                 image.load()
                 decoded = image.copy() if self.config.crop_faces else None
-        except (OSError, UnidentifiedImageError, ValueError) as error:
+        except Exception as error:  # noqa: BLE001 - any decoding failure: see the docstring
             bad_data(report, self.config.on_bad_data, "unreadable_image", path, f"{type(error).__name__}: {error}")
             return None
         return self.crop(decoded, path, report) if self.config.crop_faces else str(path)

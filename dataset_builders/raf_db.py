@@ -59,7 +59,7 @@ class RAFDB(FacialBehaviorBuilder):
         rows = {"train": [], "test": []}
         labelled = set()
         label_path = root / LABEL_FILE
-        for number, line in enumerate(label_path.read_text().splitlines(), start=1):
+        for number, line in enumerate(label_path.read_text(encoding="utf-8", errors="replace").splitlines(), start=1):
             if not line.strip():
                 continue
             fields = line.split()

@@ -4,6 +4,11 @@ A training state (Accelerate's `save_state`: weights, optimizer, scheduler, rand
 step, epoch, batch within the epoch, best metric) is written into a temporary folder and renamed into place only
 when complete, so a crash mid-save leaves the previous checkpoint usable and never a half-written one under a valid
 name. Trained models are saved the same way: into a temporary sibling folder, then swapped in.
+
+Folders only ever disappear by an atomic rename first (`step-N` -> `.old-step-N`, then removed): a process killed
+while deleting a pruned or replaced checkpoint leaves a `.old-*` folder, never a half-deleted `step-N` that still
+holds its `loop_state.json` and so would look complete. The next save removes what a killed save left (`.tmp-*`,
+`.old-*`). `tests/test_hardening_kill.py` crashes a save at each of its file operations and SIGKILLs real runs.
 """
 
 import json
@@ -57,20 +62,40 @@ def save_checkpoint(accelerator: Accelerator, output_dir: str, loop_state: dict,
     final = os.path.join(root, f"step-{loop_state['global_step']}")
     temporary = os.path.join(root, f".tmp-step-{loop_state['global_step']}")
     if accelerator.is_main_process:
-        shutil.rmtree(temporary, ignore_errors=True)
+        _remove_leftovers(root)  # of saves killed part way, whichever step they were writing
         os.makedirs(temporary)
     accelerator.wait_for_everyone()
     accelerator.save_state(temporary)
     accelerator.wait_for_everyone()
     if accelerator.is_main_process:
-        with open(os.path.join(temporary, LOOP_STATE_FILE), "w") as file:
+        # Written last, under a temporary name: its presence marks the state as complete.
+        with open(os.path.join(temporary, LOOP_STATE_FILE + ".tmp"), "w") as file:
             json.dump(loop_state, file, indent=1)
-        shutil.rmtree(final, ignore_errors=True)
+        os.replace(os.path.join(temporary, LOOP_STATE_FILE + ".tmp"), os.path.join(temporary, LOOP_STATE_FILE))
+        if os.path.exists(final):  # the same step saved again (the run's final state): swap, never delete in place
+            _discard(final)
         os.replace(temporary, final)
         for old in checkpoint_dirs(output_dir)[:-total_limit]:
-            shutil.rmtree(old, ignore_errors=True)
+            _discard(old)
     accelerator.wait_for_everyone()
     return final
+
+
+def _discard(folder: str) -> None:
+    """Remove a checkpoint folder so that it stops counting as one at once: rename it to `.old-<name>`, then delete
+    it. A deletion cut short leaves the `.old-` folder (removed by the next save), never a part of `folder`."""
+    old = os.path.join(os.path.dirname(folder), f".old-{os.path.basename(folder)}")
+    shutil.rmtree(old, ignore_errors=True)
+    os.replace(folder, old)
+    shutil.rmtree(old, ignore_errors=True)
+
+
+def _remove_leftovers(root: str) -> None:
+    """Delete the `.tmp-*` and `.old-*` folders that saves killed part way left under `root`."""
+    if os.path.isdir(root):
+        for name in os.listdir(root):
+            if name.startswith((".tmp-", ".old-")):
+                shutil.rmtree(os.path.join(root, name), ignore_errors=True)
 
 
 def load_checkpoint(accelerator: Accelerator, checkpoint: str) -> dict:

@@ -1,0 +1,451 @@
+"""Peak memory and time of one CLEF pre-training step, with and without gradient checkpointing
+(`model.activation_checkpointing_enable()`), on the paper's ViT-B/16 (`CLEFConfig()` defaults: ViT-B/16 image encoder,
+12-layer 512-wide text encoder).
+
+One step is what `clef_hf.training.pretrain` does per batch: two augmented views of every image in one forward
+(`augment_images` twice, `ContrastiveFeatures`), the text features of the batch's activities (one prompt template),
+Eq. 2 (`pretraining_loss`: L_IĨ + L_IA at ε = 0.25), backward, and an AdamW step over `make_optimizer`'s parameter
+groups (the logit scale frozen, as in `pretrain`). Pixels are random normalised tensors (memory and time do not depend
+on the content), labels spread over BP4D's 8 activities.
+
+Each variant runs in a fresh subprocess, so that peaks do not mix: the CPU peak is the child's `ru_maxrss` (Linux:
+kilobytes; the parent reads it with `os.wait4`, and the child's `VmHWM` is kept as a cross-check), and the step's own
+share is that peak minus the RSS just before the first step (model, optimizer and data built: so it includes the
+gradients and the AdamW state, which the first step allocates). On CUDA the child also reports
+`torch.cuda.max_memory_allocated` over the steps (the peak counters reset just before). Step time: the median of `--steps` steps after the first (the first one allocates the AdamW state and warms
+the kernels), or the first step alone when `--steps 1`.
+
+Batch 64 at 224 px: on a CPU machine the script first measures small batches at 224 px (`--probe_batch_sizes`,
+2 and 4, one step each: a ViT-B/16 step takes seconds per image on two cores), fits
+peak = fixed + per_image x batch for each variant and predicts batch 64. If that prediction exceeds `--max_gb`
+(default 10 GB: the machine is shared) or the predicted step time exceeds `--max_step_seconds`, it does not run
+batch 64 at 224 px and says why; it measures batch 64 at a smaller image size instead (`--fallback_image_size`,
+64 px by default) and reports the 224 px probes as the trend. With CUDA it measures batch 64 at 224 px directly, and
+also pre-training images/s in bf16 autocast and the ratio to the GPU's dense bf16 peak (model FLOPs utilisation).
+
+    HF_HUB_OFFLINE=1 PYTHONPATH=. nice -n 10 .venv/bin/python benchmarks/pretraining_memory.py
+
+FLOPs: per image, 2 views x 3 x forward FLOPs (forward + backward ≈ 3 forwards; recomputation under checkpointing
+not counted, as usual for MFU), plus the text encoder on the batch's activity prompts (small). Forward FLOPs are
+counted from the architecture (2 per multiply-add): ViT-B/16 at 224 px is 17.6 G multiply-adds, i.e. 35.1 GFLOPs.
+(The often-quoted "17.6 GFLOPs" of ViT-B/16 is the multiply-add count; using it as FLOPs halves the utilisation;
+the report gives both.)
+"""
+
+import argparse
+import json
+import os
+import platform
+import resource
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+DEFAULT_OUTPUT = os.path.join(ROOT, "benchmarks", "results", "pretraining_memory.json")
+
+#: Dense (no sparsity) bf16 tensor-core peaks, TFLOP/s, by a substring of `torch.cuda.get_device_name()`; the most
+#: specific names first. Vendors' data-sheet numbers; SXM parts unless the name says otherwise.
+BF16_PEAK_TFLOPS = {
+    "H200": 989.0,
+    "H100 PCIe": 756.0,
+    "H100 NVL": 835.0,
+    "H100": 989.0,
+    "GH200": 989.0,
+    "B200": 2250.0,
+    "A100": 312.0,
+    "A10G": 70.0,
+    "A10": 125.0,
+    "L40S": 362.0,
+    "L40": 181.0,
+    "L4": 121.0,
+    "RTX 4090": 165.0,
+    "RTX 3090": 71.0,
+    "V100": 125.0,  # no bf16 tensor cores: fp16 peak, for reference only
+    "T4": 65.0,  # likewise
+}
+
+TINY_MODEL = {
+    "vision_config": {"hidden_size": 32, "intermediate_size": 64, "num_hidden_layers": 2, "num_attention_heads": 2,
+                      "patch_size": 16},
+    "text_config": {"hidden_size": 32, "intermediate_size": 64, "num_hidden_layers": 1, "num_attention_heads": 2},
+    "projection_dim": 16,
+}
+
+
+def bf16_peak_tflops(device_name: str) -> float | None:
+    for key, tflops in BF16_PEAK_TFLOPS.items():
+        if key.lower() in device_name.lower():
+            return tflops
+    return None
+
+
+def encoder_forward_macs(hidden: int, intermediate: int, layers: int, tokens: int) -> int:
+    """Multiply-adds of a pre-LN transformer encoder's forward: projections, MLP and the two attention products."""
+    per_token = 4 * hidden * hidden + 2 * hidden * intermediate
+    return layers * (tokens * per_token + 2 * tokens * tokens * hidden)
+
+
+def vision_forward_macs(config, image_size: int) -> int:
+    vision = config.vision_config
+    patches = (image_size // vision.patch_size) ** 2
+    embed = patches * 3 * vision.patch_size**2 * vision.hidden_size
+    body = encoder_forward_macs(vision.hidden_size, vision.intermediate_size, vision.num_hidden_layers, patches + 1)
+    return embed + body + vision.hidden_size * config.projection_dim
+
+
+def text_forward_macs(config, num_texts: int, length: int) -> int:
+    text = config.text_config
+    body = encoder_forward_macs(text.hidden_size, text.intermediate_size, text.num_hidden_layers, length)
+    return num_texts * (body + text.hidden_size * config.projection_dim)
+
+
+def rss_bytes(field: str) -> int:
+    """`VmRSS` (now) or `VmHWM` (this process image's peak) of /proc/self/status, in bytes."""
+    with open("/proc/self/status") as file:
+        for line in file:
+            if line.startswith(field + ":"):
+                return int(line.split()[1]) * 1024
+    return 0
+
+
+# ------------------------------------------------------------------------------------------------ child process
+
+
+def child(options: argparse.Namespace) -> dict:
+    """One variant, in this (fresh) process: build, run `--steps` pre-training steps, report memory and time."""
+    import torch
+    from types import SimpleNamespace
+
+    from clef_hf import CLEFConfig, CLEFModel, train_clip_tokenizer
+    from clef_hf.losses import pretraining_loss
+    from clef_hf.training.augmentation import AugmentationConfig, augment_images
+    from clef_hf.training.optimization import make_optimizer
+    from clef_hf.training.pretrain import ContrastiveFeatures, step_generator
+    from clef_hf.vocabulary import BP4D_ACTIVITIES, fill_template
+
+    device = torch.device(options.device)
+    tokenizer = train_clip_tokenizer()
+    base = TINY_MODEL if options.tiny else {}
+    text_config = {**base.get("text_config", {}), "vocab_size": len(tokenizer), "bos_token_id": tokenizer.bos_token_id,
+                   "eos_token_id": tokenizer.eos_token_id, "pad_token_id": tokenizer.pad_token_id}
+    vision_config = {**base.get("vision_config", {}), "image_size": options.image_size}
+    torch.manual_seed(0)
+    config = CLEFConfig(**{**base, "vision_config": vision_config, "text_config": text_config})
+    model = CLEFModel(config)
+    if options.checkpointing:
+        model.activation_checkpointing_enable()
+    model.logit_scale.requires_grad_(False)
+    network = ContrastiveFeatures(model).to(device).train()
+    optimizer = make_optimizer(network, SimpleNamespace(learning_rate=1e-4, text_learning_rate_factor=1.0,
+                                                        weight_decay=0.01, adam_beta1=0.9, adam_beta2=0.999,
+                                                        adam_epsilon=1e-8))
+    descriptions = [activity.description for activity in BP4D_ACTIVITIES.values()]
+    tokens = tokenizer(fill_template(config.activity_templates[0], descriptions), padding=True, return_tensors="pt")
+    generator = torch.Generator().manual_seed(0)
+    pixel_values = torch.randn(options.batch_size, 3, options.image_size, options.image_size, generator=generator)
+    labels = torch.arange(options.batch_size) % len(descriptions)
+    augmentation = AugmentationConfig()
+    temperature = config.pretraining_temperature
+    bf16 = options.bf16 and device.type == "cuda"
+
+    def step(index: int) -> float:
+        if device.type == "cuda":
+            torch.cuda.synchronize()
+        started = time.perf_counter()
+        pixels = pixel_values.to(device, non_blocking=True)
+        views = torch.cat([augment_images(pixels, step_generator(0, index, 0), augmentation),
+                           augment_images(pixels, step_generator(0, index, 0), augmentation)])
+        batch_labels = labels.to(device)
+        present, rows = torch.unique(batch_labels, return_inverse=True)
+        with torch.autocast(device.type, dtype=torch.bfloat16, enabled=bf16):
+            image_features, text_features = network(views, tokens["input_ids"][present.cpu()].to(device),
+                                                    tokens["attention_mask"][present.cpu()].to(device))
+        image_features, augmented_features = image_features.float().chunk(2)
+        loss = pretraining_loss(image_features, augmented_features, text_features.float()[rows], batch_labels,
+                                temperature)
+        loss.backward()
+        optimizer.step()
+        optimizer.zero_grad()
+        loss.item()
+        if device.type == "cuda":
+            torch.cuda.synchronize()
+        return time.perf_counter() - started
+
+    baseline_rss = rss_bytes("VmRSS")
+    if device.type == "cuda":
+        torch.cuda.synchronize()
+        baseline_cuda = torch.cuda.memory_allocated()
+        torch.cuda.reset_peak_memory_stats()
+    seconds = [step(index) for index in range(options.steps)]
+    result = {
+        "batch_size": options.batch_size,
+        "image_size": options.image_size,
+        "checkpointing": bool(options.checkpointing),
+        "bf16": bf16,
+        "device": options.device if device.type == "cpu" else torch.cuda.get_device_name(device),
+        "steps": options.steps,
+        "step_seconds_all": seconds,
+        "step_seconds": statistics.median(seconds[1:]) if len(seconds) > 1 else seconds[0],
+        "step_seconds_is_first_step": len(seconds) == 1,
+        "rss_before_step_bytes": baseline_rss,
+        # Linux reports ru_maxrss in kilobytes. The parent replaces this with the ru_maxrss wait4 returns for the
+        # child (the same number); VmHWM is the peak of this process image alone, a cross-check.
+        "peak_rss_bytes": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024,
+        "vm_hwm_bytes": rss_bytes("VmHWM"),
+        "parameters": sum(p.numel() for p in model.parameters()),
+        "vision_forward_macs_per_view": vision_forward_macs(config, options.image_size),
+        "text_forward_macs_per_step": text_forward_macs(config, len(descriptions), tokens["input_ids"].shape[1]),
+        "torch_threads": torch.get_num_threads(),
+    }
+    result["step_rss_bytes"] = result["peak_rss_bytes"] - baseline_rss
+    if device.type == "cuda":
+        result["cuda_max_allocated_bytes"] = torch.cuda.max_memory_allocated()
+        result["cuda_allocated_before_step_bytes"] = baseline_cuda
+    return result
+
+
+# ----------------------------------------------------------------------------------------------- parent process
+
+
+def run_variant(options: argparse.Namespace, batch_size: int, image_size: int, checkpointing: bool, steps: int,
+                device: str, bf16: bool = False) -> dict:
+    """Run one variant in a fresh subprocess; its measurements, plus the child's ru_maxrss seen from here."""
+    with tempfile.NamedTemporaryFile(suffix=".json", delete=False) as handle:
+        path = handle.name
+    command = [sys.executable, os.path.abspath(__file__), "--child", "--batch_size", str(batch_size),
+               "--image_size", str(image_size), "--steps", str(steps), "--device", device, "--child_output", path]
+    command += ["--checkpointing"] if checkpointing else []
+    command += ["--bf16"] if bf16 else []
+    command += ["--tiny"] if options.tiny else []
+    environment = {**os.environ, "PYTHONPATH": os.pathsep.join([ROOT, os.environ.get("PYTHONPATH", "")])}
+    label = f"batch {batch_size}, {image_size} px, checkpointing {'on' if checkpointing else 'off'}" + (
+        ", bf16" if bf16 else "")
+    print(f"  {label} ...", end="", flush=True)
+    started = time.perf_counter()
+    with tempfile.TemporaryFile("w+") as log:
+        process = subprocess.Popen(command, env=environment, stdout=log, stderr=subprocess.STDOUT)
+        # wait4 reaps the child and returns its own resource usage: ru_maxrss of this child alone.
+        _, status, usage = os.wait4(process.pid, 0)
+        process.returncode = os.waitstatus_to_exitcode(status)
+        if process.returncode != 0:
+            log.seek(0)
+            os.unlink(path)
+            print(" failed")
+            raise RuntimeError(f"{label} failed (exit {process.returncode}):\n{log.read()[-3000:]}")
+    with open(path) as file:
+        result = json.load(file)
+    os.unlink(path)
+    result["child_wall_seconds"] = time.perf_counter() - started
+    result["child_reported_ru_maxrss_bytes"] = result["peak_rss_bytes"]
+    result["peak_rss_bytes"] = usage.ru_maxrss * 1024  # the child's ru_maxrss from wait4 (Linux: kilobytes)
+    result["step_rss_bytes"] = result["peak_rss_bytes"] - result["rss_before_step_bytes"]
+    message = f" peak RSS {result['peak_rss_bytes'] / 2**30:.2f} GiB (step +{result['step_rss_bytes'] / 2**30:.2f})"
+    if "cuda_max_allocated_bytes" in result:
+        message += f", CUDA max allocated {result['cuda_max_allocated_bytes'] / 2**30:.2f} GiB"
+    print(f"{message}, step {result['step_seconds']:.2f} s", flush=True)
+    return result
+
+
+def fit_line(points: list[tuple[int, float]]) -> tuple[float, float]:
+    """(intercept, slope) of the least-squares line through (x, y) points."""
+    xs, ys = [x for x, _ in points], [y for _, y in points]
+    mean_x, mean_y = statistics.fmean(xs), statistics.fmean(ys)
+    slope = sum((x - mean_x) * (y - mean_y) for x, y in points) / sum((x - mean_x) ** 2 for x in xs)
+    return mean_y - slope * mean_x, slope
+
+
+def run_benchmark(options: argparse.Namespace) -> dict:
+    import torch
+
+    cuda = torch.cuda.is_available() and not options.cpu
+    device = "cuda" if cuda else "cpu"
+    if options.steps is None:
+        options.steps = 3 if cuda else 1
+    image_size, batch = options.image_size, options.batch_size
+    report = {"model": "tiny (TINY_MODEL in the script)" if options.tiny else
+              "CLEFConfig() defaults: ViT-B/16 image encoder, 12-layer 512-wide text encoder",
+              "target_batch_size": batch, "target_image_size": image_size, "device": device,
+              "torch": torch.__version__, "cpu_count": os.cpu_count(),
+              "processor": platform.processor() or platform.machine(), "max_gb": options.max_gb}
+    variants = []
+
+    def both(batch_size: int, size: int, steps: int) -> dict:
+        """Both checkpointing settings at one (batch, size), in alternating order across calls."""
+        pair = {}
+        order = (False, True) if len(variants) % 4 == 0 else (True, False)
+        for checkpointing in order:
+            result = run_variant(options, batch_size, size, checkpointing, steps, device)
+            variants.append(result)
+            pair["on" if checkpointing else "off"] = result
+        return pair
+
+    if cuda:
+        print(f"batch {batch} at {image_size} px on {torch.cuda.get_device_name()}:", flush=True)
+        both(batch, image_size, options.steps)
+        report["measured_target"] = True
+    else:
+        probes = options.probe_batch_sizes
+        print(f"probing batches {probes} at {image_size} px (CPU):", flush=True)
+        for probe in probes:
+            both(probe, image_size, options.probe_steps)
+        trend = {}
+        for setting in ("off", "on"):
+            points = [(v["batch_size"], v["peak_rss_bytes"]) for v in variants
+                      if v["image_size"] == image_size and v["checkpointing"] == (setting == "on")]
+            fixed, per_image = fit_line(points)
+            step_points = [(v["batch_size"], v["step_rss_bytes"]) for v in variants
+                           if v["image_size"] == image_size and v["checkpointing"] == (setting == "on")]
+            _, step_per_image = fit_line(step_points)
+            trend[setting] = {"fixed_bytes": fixed, "per_image_bytes": per_image,
+                              "step_per_image_bytes": step_per_image,
+                              "predicted_peak_rss_bytes_at_target": fixed + per_image * batch}
+            print(f"  checkpointing {setting}: peak ≈ {fixed / 2**30:.2f} GiB + {per_image / 2**20:.1f} MiB x batch "
+                  f"-> batch {batch}: {trend[setting]['predicted_peak_rss_bytes_at_target'] / 2**30:.1f} GiB", flush=True)
+        seconds_per_image = max(v["step_seconds"] / v["batch_size"] for v in variants)
+        trend["predicted_step_seconds_at_target"] = seconds_per_image * batch
+        report["trend_at_target_image_size"] = trend
+        fits = max(trend[s]["predicted_peak_rss_bytes_at_target"] for s in ("off", "on")) <= options.max_gb * 2**30
+        quick = trend["predicted_step_seconds_at_target"] <= options.max_step_seconds
+        report["target_fits_budget"] = fits
+        report["target_fits_time"] = quick
+        if fits and quick and not options.skip_target:
+            if batch not in probes:
+                print(f"batch {batch} at {image_size} px:", flush=True)
+                both(batch, image_size, options.steps)
+            report["measured_target"] = True
+        else:
+            size = options.fallback_image_size
+            reason = "; ".join(
+                [f"predicted peak RSS {max(trend[s]['predicted_peak_rss_bytes_at_target'] for s in ('off', 'on')) / 2**30:.1f}"
+                 f" GiB > --max_gb {options.max_gb:g}"] * (not fits)
+                + [f"predicted step {trend['predicted_step_seconds_at_target']:.0f} s > --max_step_seconds "
+                   f"{options.max_step_seconds:g}"] * (not quick)
+                + ["--skip_target"] * bool(options.skip_target))
+            print(f"batch {batch} at {image_size} px not run ({reason}); batch {batch} at {size} px:", flush=True)
+            both(batch, size, options.steps)
+            report["measured_target"] = False
+            report["fallback_image_size"] = size
+            report["target_not_run_because"] = reason
+
+    # Summary rows: checkpointing off vs on at each measured (batch, size).
+    rows = []
+    for key in sorted({(v["batch_size"], v["image_size"]) for v in variants}):
+        pair = {("on" if v["checkpointing"] else "off"): v for v in variants if (v["batch_size"], v["image_size"]) == key}
+        off, on = pair["off"], pair["on"]
+        row = {"batch_size": key[0], "image_size": key[1],
+               "peak_rss_gib": {"off": off["peak_rss_bytes"] / 2**30, "on": on["peak_rss_bytes"] / 2**30},
+               "step_rss_gib": {"off": off["step_rss_bytes"] / 2**30, "on": on["step_rss_bytes"] / 2**30},
+               "step_seconds": {"off": off["step_seconds"], "on": on["step_seconds"]},
+               "images_per_second": {"off": key[0] / off["step_seconds"], "on": key[0] / on["step_seconds"]},
+               "memory_ratio_on_to_off": on["peak_rss_bytes"] / off["peak_rss_bytes"],
+               "step_memory_ratio_on_to_off": on["step_rss_bytes"] / max(1, off["step_rss_bytes"]),
+               "time_ratio_on_to_off": on["step_seconds"] / off["step_seconds"]}
+        if "cuda_max_allocated_bytes" in off:
+            row["cuda_max_allocated_gib"] = {"off": off["cuda_max_allocated_bytes"] / 2**30,
+                                             "on": on["cuda_max_allocated_bytes"] / 2**30}
+            row["cuda_memory_ratio_on_to_off"] = on["cuda_max_allocated_bytes"] / off["cuda_max_allocated_bytes"]
+        rows.append(row)
+    report["rows"] = rows
+    report["variants"] = variants
+
+    if cuda:  # throughput in bf16 autocast, checkpointing off, and model FLOPs utilisation
+        print("bf16 throughput:", flush=True)
+        fast = run_variant(options, batch, image_size, False, options.throughput_steps, device, bf16=True)
+        variants.append(fast)
+        images_per_second = batch / fast["step_seconds"]
+        flops_per_image = 2 * 3 * (2 * fast["vision_forward_macs_per_view"]) + 2 * 3 * fast[
+            "text_forward_macs_per_step"] / batch
+        name = torch.cuda.get_device_name()
+        peak = bf16_peak_tflops(name)
+        report["throughput_bf16"] = {
+            "device_name": name,
+            "images_per_second": images_per_second,
+            "views_per_second": 2 * images_per_second,
+            "model_tflops_per_image": flops_per_image / 1e12,
+            "achieved_tflops": images_per_second * flops_per_image / 1e12,
+            "peak_bf16_tflops": peak,
+            "mfu": images_per_second * flops_per_image / 1e12 / peak if peak else None,
+            "mfu_if_17_6_gflops_taken_as_flops": (images_per_second * 3 * 2 * 17.6e9 / 1e12 / peak) if peak else None,
+        }
+    return report
+
+
+def print_table(report: dict) -> None:
+    header = ["batch", "px", "ckpt", "peak RSS GiB", "step +RSS GiB", "CUDA max GiB", "step s", "images/s"]
+    print(" | ".join(header))
+    print(" | ".join("---" for _ in header))
+    for row in report["rows"]:
+        for setting in ("off", "on"):
+            cuda = row.get("cuda_max_allocated_gib", {}).get(setting)
+            print(" | ".join([str(row["batch_size"]), str(row["image_size"]), setting,
+                              f"{row['peak_rss_gib'][setting]:.2f}", f"{row['step_rss_gib'][setting]:.2f}",
+                              "-" if cuda is None else f"{cuda:.2f}", f"{row['step_seconds'][setting]:.2f}",
+                              f"{row['images_per_second'][setting]:.2f}"]))
+    for row in report["rows"]:
+        extra = (f", CUDA memory on/off {row['cuda_memory_ratio_on_to_off']:.2f}"
+                 if "cuda_memory_ratio_on_to_off" in row else "")
+        print(f"batch {row['batch_size']} at {row['image_size']} px: checkpointing on/off peak RSS "
+              f"{row['memory_ratio_on_to_off']:.2f} (step's own RSS {row['step_memory_ratio_on_to_off']:.2f}), "
+              f"time {row['time_ratio_on_to_off']:.2f}{extra}")
+    if not report.get("measured_target", True):
+        print(f"NOTE: batch {report['target_batch_size']} at {report['target_image_size']} px was not measured "
+              f"({report['target_not_run_because']}); batch {report['target_batch_size']} ran at "
+              f"{report['fallback_image_size']} px, and the {report['target_image_size']} px rows are the trend.")
+    if "throughput_bf16" in report:
+        t = report["throughput_bf16"]
+        mfu = "unknown GPU peak" if t["mfu"] is None else f"MFU {t['mfu']:.1%} of {t['peak_bf16_tflops']:.0f} TFLOP/s"
+        print(f"bf16 pre-training on {t['device_name']}: {t['images_per_second']:.0f} images/s "
+              f"({t['achieved_tflops']:.0f} TFLOP/s), {mfu}")
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--batch_size", "--batch-size", type=int, default=64)
+    parser.add_argument("--image_size", "--image-size", type=int, default=224)
+    parser.add_argument("--steps", type=int, help="steps per variant at the target batch (default: 1 CPU, 3 CUDA)")
+    parser.add_argument("--probe_batch_sizes", "--probe-batch-sizes", type=int, nargs="+", default=[2, 4],
+                        help="CPU: batches measured at --image_size to fit the trend")
+    parser.add_argument("--probe_steps", "--probe-steps", type=int, default=1)
+    parser.add_argument("--throughput_steps", "--throughput-steps", type=int, default=12)
+    parser.add_argument("--max_gb", "--max-gb", type=float, default=10.0,
+                        help="run batch 64 at 224 px on the CPU only if its predicted peak RSS is below this")
+    parser.add_argument("--max_step_seconds", "--max-step-seconds", type=float, default=150.0,
+                        help="run batch 64 at 224 px on the CPU only if one step is predicted to take less")
+    parser.add_argument("--fallback_image_size", "--fallback-image-size", type=int, default=64)
+    parser.add_argument("--skip_target", "--skip-target", action="store_true",
+                        help="on the CPU, use the fallback image size even if the target would fit (time)")
+    parser.add_argument("--cpu", action="store_true", help="measure on the CPU even if CUDA is available")
+    parser.add_argument("--tiny", action="store_true", help="a seconds-long smoke run: a tiny model, tiny batches")
+    parser.add_argument("--output", default=DEFAULT_OUTPUT, help="write the measurements to this JSON file")
+    # Child-process options (internal).
+    parser.add_argument("--child", action="store_true", help=argparse.SUPPRESS)
+    parser.add_argument("--checkpointing", action="store_true", help=argparse.SUPPRESS)
+    parser.add_argument("--bf16", action="store_true", help=argparse.SUPPRESS)
+    parser.add_argument("--device", default="cpu", help=argparse.SUPPRESS)
+    parser.add_argument("--child_output", help=argparse.SUPPRESS)
+    options = parser.parse_args()
+    if options.child:
+        result = child(options)
+        with open(options.child_output, "w") as file:
+            json.dump(result, file)
+        return
+    if options.tiny:
+        options.batch_size, options.image_size, options.fallback_image_size = 4, 32, 32
+        options.probe_batch_sizes, options.probe_steps, options.steps, options.throughput_steps = [2, 4], 1, 1, 2
+    report = run_benchmark(options)
+    print_table(report)
+    if options.output:
+        os.makedirs(os.path.dirname(os.path.abspath(options.output)), exist_ok=True)
+        with open(options.output, "w", encoding="utf-8") as file:
+            json.dump(report, file, indent=2)
+        print(f"wrote {options.output}")
+
+
+if __name__ == "__main__":
+    main()
