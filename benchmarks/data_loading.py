@@ -10,15 +10,17 @@ Two pairings:
 
 Loading: one pass over the training split per measurement; images/s is the steady rate from the first batch to the
 last, and the time to the first batch (worker start-up: paid once per epoch, since the training loops do not keep
-workers between epochs) is reported apart, with the whole pass's rate. The two worker counts alternate over
-`--repeats` passes; medians are reported. The DataLoader has the training loop's sampler (`EpochSeededSampler`) and
-batch size.
+workers between epochs) is reported apart, with the whole pass's rate. The DataLoader has the training loop's sampler
+(`EpochSeededSampler`) and batch size.
 
-Consumption: one fine-tuning step of `finetune` (components IND: augmentation, forward of the image and text
-encoders, Eq. 6 loss, backward, AdamW step) on an already collated batch, on CUDA when available, else the CPU;
-`--steps` timed steps after one warm-up step, the median step. ViT-B/16 uses a smaller batch on the CPU
-(`--vit_batch_size`, default 4 there, 64 on CUDA) since one step of 64 images takes many minutes on two cores;
-images/s hardly depends on the batch size on a CPU.
+Consumption: one fine-tuning step as `finetune` takes it (components IND: augmentation, forward of the image and text
+encoders, Eq. 6 loss, backward, AdamW step) on an already collated batch, on CUDA when available, else the CPU.
+ViT-B/16 uses a smaller batch on the CPU (`--vit_batch_size`, default 4 there, 64 on CUDA) since one step of 64 images
+takes many minutes on two cores; images/s hardly depends on the batch size on a CPU.
+
+After one untimed warm-up of each, `--repeats` rounds each take one loading pass per worker count (their order
+alternating) and one training step, so that loading and consumption are measured under the same load on a shared
+machine; medians over the rounds are reported.
 
     HF_HUB_OFFLINE=1 PYTHONPATH=. nice -n 10 .venv/bin/python benchmarks/data_loading.py
 
@@ -86,42 +88,47 @@ def time_loading(split: datasets.Dataset, collator, batch_size: int, num_workers
             "pass_images_per_second": count / (finished - started)}
 
 
-def time_training_step(model: CLEFModel, tokenizer, batch: dict, device: torch.device, steps: int,
-                       bf16: bool = False) -> list[float]:
-    """Seconds per fine-tuning step (as `finetune` does it, components IND) on one collated batch."""
-    config = model.config
+class TrainingStep:
+    """One fine-tuning step as `finetune` takes it (components IND) on one collated batch, callable repeatedly."""
 
-    def tokens(texts):
-        encoded = tokenizer(texts, padding=True, truncation=True, return_tensors="pt",
-                            max_length=config.text_config.max_position_embeddings)
-        return encoded["input_ids"].to(device), encoded["attention_mask"].to(device)
+    def __init__(self, model: CLEFModel, tokenizer, batch: dict, device: torch.device, bf16: bool = False):
+        config = model.config
 
-    name_ids, name_mask = tokens(fill_template(config.name_template, config.label_names))
-    description_ids, description_mask = tokens(fill_template(config.description_templates[0],
-                                                             config.label_descriptions))
-    module = FineTuningModule(model, "IND").to(device).train()
-    optimizer = torch.optim.AdamW(module.parameters(), lr=1e-4, weight_decay=0.01)
-    weights = torch.tensor(config.class_weights, device=device)
-    pixels, labels = batch["pixel_values"].to(device), batch["au"].to(device)
-    augmentation = AugmentationConfig()
-    seconds = []
-    for step in range(steps + 1):  # the first is a warm-up
-        if device.type == "cuda":
+        def tokens(texts):
+            encoded = tokenizer(texts, padding=True, truncation=True, return_tensors="pt",
+                                max_length=config.text_config.max_position_embeddings)
+            return encoded["input_ids"].to(device), encoded["attention_mask"].to(device)
+
+        self.name_ids, self.name_mask = tokens(fill_template(config.name_template, config.label_names))
+        self.description_ids, self.description_mask = tokens(
+            fill_template(config.description_templates[0], config.label_descriptions))
+        self.module = FineTuningModule(model, "IND").to(device).train()
+        self.optimizer = torch.optim.AdamW(self.module.parameters(), lr=1e-4, weight_decay=0.01)
+        self.weights = torch.tensor(config.class_weights, device=device)
+        self.pixels, self.labels = batch["pixel_values"].to(device), batch["au"].to(device)
+        self.device, self.bf16, self.count = device, bf16, 0
+        self.augmentation = AugmentationConfig()
+
+    def __call__(self) -> float:
+        """Seconds for one step."""
+        cuda = self.device.type == "cuda"
+        if cuda:
             torch.cuda.synchronize()
         started = time.perf_counter()
-        with torch.autocast(device.type, dtype=torch.bfloat16, enabled=bf16):
-            output = module(pixel_values=augment_images(pixels, step_generator(0, step, 0), augmentation),
-                            labels=labels, class_weights=weights, name_input_ids=name_ids,
-                            name_attention_mask=name_mask, description_input_ids=description_ids,
-                            description_attention_mask=description_mask)
+        with torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=self.bf16):
+            output = self.module(
+                pixel_values=augment_images(self.pixels, step_generator(0, self.count, 0), self.augmentation),
+                labels=self.labels, class_weights=self.weights, name_input_ids=self.name_ids,
+                name_attention_mask=self.name_mask, description_input_ids=self.description_ids,
+                description_attention_mask=self.description_mask)
         output.loss.backward()
-        optimizer.step()
-        optimizer.zero_grad()
+        self.optimizer.step()
+        self.optimizer.zero_grad()
         output.loss.item()
-        if device.type == "cuda":
+        if cuda:
             torch.cuda.synchronize()
-        seconds.append(time.perf_counter() - started)
-    return seconds[1:]
+        self.count += 1
+        return time.perf_counter() - started
 
 
 def measure_pairing(name: str, options: argparse.Namespace, dataset_options: dict, config_dict: dict,
@@ -131,28 +138,35 @@ def measure_pairing(name: str, options: argparse.Namespace, dataset_options: dic
     image_size = config_dict["vision_config"]["image_size"]
     processor = CLEFProcessor.from_tokenizer(tokenizer, image_size=image_size)
     collator = FacialBehaviorCollator(processor.image_processor, ("au",))
-
     if len(split) < 3 * options.batch_size:
         raise SystemExit(f"{name}: {len(split)} training images; need at least 3 batches of {options.batch_size}.")
-    loading = {workers: [] for workers in WORKER_COUNTS}
-    time_loading(split, collator, options.batch_size, 0)  # warm: file cache, decoders
-    for repeat in range(options.repeats):
-        for workers in (WORKER_COUNTS if repeat % 2 == 0 else WORKER_COUNTS[::-1]):
-            loading[workers].append(time_loading(split, collator, options.batch_size, workers))
-            run = loading[workers][-1]
-            print(f"  loading, {workers} workers: {run['images_per_second']:.1f} images/s steady "
-                  f"(first batch after {run['first_batch_seconds']:.2f} s)", flush=True)
 
     labels = labels_of_split(split, "au")
     class_weights = class_weights_from_split(split, "au", len(labels["label_names"]))
     model = make_model(config_dict, tokenizer, labels, class_weights)
-    rows = [split[i] for i in range(min(step_batch_size, len(split)))]
-    while len(rows) < step_batch_size:
-        rows += rows[: step_batch_size - len(rows)]
-    batch = collator(rows)
-    step_seconds = time_training_step(model, tokenizer, batch, device, options.steps)
+    rows = [split[i % len(split)] for i in range(step_batch_size)]
+    step = TrainingStep(model, tokenizer, collator(rows), device)
+    bf16_step = TrainingStep(model, tokenizer, collator(rows), device, bf16=True) if (
+        device.type == "cuda" and options.bf16) else None
+
+    # Warm-up (file cache, decoders, kernels, the AdamW state), then repeats of: one loading pass per worker count
+    # (order alternating), one training step; so that both sides see the same load on a shared machine.
+    time_loading(split, collator, options.batch_size, 0)
+    step()
+    if bf16_step:
+        bf16_step()
+    loading = {workers: [] for workers in WORKER_COUNTS}
+    step_seconds, bf16_seconds = [], []
+    for repeat in range(options.repeats):
+        for workers in (WORKER_COUNTS if repeat % 2 == 0 else WORKER_COUNTS[::-1]):
+            loading[workers].append(time_loading(split, collator, options.batch_size, workers))
+        step_seconds.append(step())
+        if bf16_step:
+            bf16_seconds.append(bf16_step())
+        print(f"  repeat {repeat}: loading " + ", ".join(
+            f"{w} workers {loading[w][-1]['images_per_second']:.1f} images/s" for w in WORKER_COUNTS)
+            + f"; training step {step_batch_size / step_seconds[-1]:.1f} images/s", flush=True)
     consumption = step_batch_size / statistics.median(step_seconds)
-    print(f"  training step (batch {step_batch_size}, {device.type}): {consumption:.1f} images/s", flush=True)
     row = {
         "dataset_options": dataset_options,
         "train_images": len(split),
@@ -171,8 +185,7 @@ def measure_pairing(name: str, options: argparse.Namespace, dataset_options: dic
         "step_seconds": step_seconds,
         "consumption_images_per_second": consumption,
     }
-    if device.type == "cuda" and options.bf16:
-        bf16_seconds = time_training_step(model, tokenizer, batch, device, options.steps, bf16=True)
+    if bf16_seconds:
         row["consumption_images_per_second_bf16"] = step_batch_size / statistics.median(bf16_seconds)
     demand = max(row["consumption_images_per_second"], row.get("consumption_images_per_second_bf16", 0.0))
     margins = {w: rate / demand for w, rate in row["loading_images_per_second"].items()}
@@ -181,7 +194,7 @@ def measure_pairing(name: str, options: argparse.Namespace, dataset_options: dic
         1 / row["loading_images_per_second"]["0"] + 1 / demand)
     row["default_workers_suffice"] = margins["0"] > 1.0
     row["verdict"] = "PASS" if max(margins.values()) > 1.0 else "FAIL"
-    del model
+    del model, step, bf16_step
     return row
 
 
@@ -248,17 +261,22 @@ def main() -> None:
     parser.add_argument("--vit_batch_size", "--vit-batch-size", type=int, help="ViT-B/16 step batch (4 CPU, 64 CUDA)")
     parser.add_argument("--subjects_224", "--subjects-224", type=int, default=6,
                         help="synthfaces subjects at 224 px (one held out; 8 frames per activity)")
-    parser.add_argument("--steps", type=int, default=2, help="timed training steps after one warm-up step")
-    parser.add_argument("--repeats", type=int, default=3, help="loading passes per worker count")
+    parser.add_argument("--repeats", type=int, default=3,
+                        help="repeats of (one loading pass per worker count, one training step)")
     parser.add_argument("--cache_dir", "--cache-dir", help="where synthfaces is prepared (datasets' default if unset)")
     parser.add_argument("--cpu", action="store_true", help="time the training steps on the CPU even with CUDA")
     parser.add_argument("--bf16", action="store_true", help="on CUDA, also time the steps under bf16 autocast")
     parser.add_argument("--tiny", action="store_true", help="a seconds-long smoke run: tiny models and data")
+    parser.add_argument("--threads", type=int, default=1,
+                        help="torch intra-op threads (default 1: on a busy shared machine, under nice, two OpenMP "
+                             "threads ran 20x slower than one, waiting for each other at every op; 0: torch's default)")
     parser.add_argument("--output", default=DEFAULT_OUTPUT, help="write the measurements to this JSON file")
     options = parser.parse_args()
     datasets.disable_progress_bars()
+    if options.threads > 0:
+        torch.set_num_threads(options.threads)
     if options.tiny:
-        options.batch_size, options.steps, options.repeats = 4, 1, 1
+        options.batch_size, options.repeats = 4, 1
     report = run_benchmark(options)
     print_table(report)
     if options.output:

@@ -16,7 +16,7 @@ gradients and the AdamW state, which the first step allocates). On CUDA the chil
 the kernels), or the first step alone when `--steps 1`.
 
 Batch 64 at 224 px: on a CPU machine the script first measures small batches at 224 px (`--probe_batch_sizes`,
-2 and 4, one step each: a ViT-B/16 step takes seconds per image on two cores), fits
+1 and 2, one step each: a ViT-B/16 step takes seconds per image on two cores), fits
 peak = fixed + per_image x batch for each variant and predicts batch 64. If that prediction exceeds `--max_gb`
 (default 10 GB: the machine is shared) or the predicted step time exceeds `--max_step_seconds`, it does not run
 batch 64 at 224 px and says why; it measures batch 64 at a smaller image size instead (`--fallback_image_size`,
@@ -130,6 +130,8 @@ def child(options: argparse.Namespace) -> dict:
     from clef_hf.vocabulary import BP4D_ACTIVITIES, fill_template
 
     device = torch.device(options.device)
+    if options.threads > 0:
+        torch.set_num_threads(options.threads)
     tokenizer = train_clip_tokenizer()
     base = TINY_MODEL if options.tiny else {}
     text_config = {**base.get("text_config", {}), "vocab_size": len(tokenizer), "bos_token_id": tokenizer.bos_token_id,
@@ -219,7 +221,8 @@ def run_variant(options: argparse.Namespace, batch_size: int, image_size: int, c
     with tempfile.NamedTemporaryFile(suffix=".json", delete=False) as handle:
         path = handle.name
     command = [sys.executable, os.path.abspath(__file__), "--child", "--batch_size", str(batch_size),
-               "--image_size", str(image_size), "--steps", str(steps), "--device", device, "--child_output", path]
+               "--image_size", str(image_size), "--steps", str(steps), "--device", device, "--child_output", path,
+               "--threads", str(options.threads)]
     command += ["--checkpointing"] if checkpointing else []
     command += ["--bf16"] if bf16 else []
     command += ["--tiny"] if options.tiny else []
@@ -272,7 +275,8 @@ def run_benchmark(options: argparse.Namespace) -> dict:
               "CLEFConfig() defaults: ViT-B/16 image encoder, 12-layer 512-wide text encoder",
               "target_batch_size": batch, "target_image_size": image_size, "device": device,
               "torch": torch.__version__, "cpu_count": os.cpu_count(),
-              "processor": platform.processor() or platform.machine(), "max_gb": options.max_gb}
+              "processor": platform.processor() or platform.machine(), "max_gb": options.max_gb,
+              "torch_threads_per_child": options.threads or "torch default"}
     variants = []
 
     def both(batch_size: int, size: int, steps: int) -> dict:
@@ -409,7 +413,7 @@ def main() -> None:
     parser.add_argument("--batch_size", "--batch-size", type=int, default=64)
     parser.add_argument("--image_size", "--image-size", type=int, default=224)
     parser.add_argument("--steps", type=int, help="steps per variant at the target batch (default: 1 CPU, 3 CUDA)")
-    parser.add_argument("--probe_batch_sizes", "--probe-batch-sizes", type=int, nargs="+", default=[2, 4],
+    parser.add_argument("--probe_batch_sizes", "--probe-batch-sizes", type=int, nargs="+", default=[1, 2],
                         help="CPU: batches measured at --image_size to fit the trend")
     parser.add_argument("--probe_steps", "--probe-steps", type=int, default=1)
     parser.add_argument("--throughput_steps", "--throughput-steps", type=int, default=12)
@@ -422,6 +426,9 @@ def main() -> None:
                         help="on the CPU, use the fallback image size even if the target would fit (time)")
     parser.add_argument("--cpu", action="store_true", help="measure on the CPU even if CUDA is available")
     parser.add_argument("--tiny", action="store_true", help="a seconds-long smoke run: a tiny model, tiny batches")
+    parser.add_argument("--threads", type=int, default=1,
+                        help="torch intra-op threads (default 1: on a busy shared machine, under nice, two OpenMP "
+                             "threads ran 20x slower than one, waiting for each other at every op; 0: torch's default)")
     parser.add_argument("--output", default=DEFAULT_OUTPUT, help="write the measurements to this JSON file")
     # Child-process options (internal).
     parser.add_argument("--child", action="store_true", help=argparse.SUPPRESS)

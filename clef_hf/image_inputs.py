@@ -46,16 +46,18 @@ def describe_input(image: Any) -> str:
 
 
 def _decode(source: Any, name: str) -> Image.Image:
-    """Open and decode an image file or file object, refusing images beyond Pillow's decompression-bomb limit."""
+    """Open and decode an image file or file object, refusing images beyond Pillow's decompression-bomb limit, and
+    apply its EXIF orientation."""
     try:
         image = Image.open(source)
         limit = Image.MAX_IMAGE_PIXELS
         if limit is not None and image.width * image.height > limit:
             raise Image.DecompressionBombError(
-                f"{image.width}x{image.height} = {image.width * image.height} pixels exceeds PIL.Image.MAX_IMAGE_PIXELS "
-                f"= {limit}; raise that limit to read larger images"
+                f"{image.width}x{image.height} = {image.width * image.height} pixels exceeds "
+                f"PIL.Image.MAX_IMAGE_PIXELS = {limit}; raise that limit to read larger images"
             )
         image.load()
+        image = ImageOps.exif_transpose(image)  # inside: a corrupt EXIF block is a corrupt file too
     except (Image.DecompressionBombError, UnidentifiedImageError, OSError) as error:
         raise ValueError(f"Cannot read image {name}: {error}") from error
     except Exception as error:  # noqa: BLE001 - Pillow's format plugins raise ValueError, SyntaxError, struct.error...
@@ -67,7 +69,7 @@ def _decode(source: Any, name: str) -> Image.Image:
 def _open_file(path: str) -> Image.Image:
     if not os.path.isfile(path):
         raise ValueError(f"Cannot read image {path!r}: no such file.")
-    return ImageOps.exif_transpose(_decode(path, repr(path)))
+    return _decode(path, repr(path))
 
 
 def _open_url(url: str, timeout: float | None) -> Image.Image:
@@ -82,11 +84,11 @@ def _open_url(url: str, timeout: float | None) -> Image.Image:
             data = response.read()
     except (urllib.error.URLError, OSError, ValueError) as error:
         raise ValueError(f"Cannot read image {url!r}: {error}") from error
-    return ImageOps.exif_transpose(_decode(io.BytesIO(data), repr(url)))
+    return _decode(io.BytesIO(data), repr(url))
 
 
 def _open_bytes(data: bytes, name: str) -> Image.Image:
-    return ImageOps.exif_transpose(_decode(io.BytesIO(data), name))
+    return _decode(io.BytesIO(data), name)
 
 
 def _to_uint8(values: np.ndarray, name: str) -> np.ndarray:

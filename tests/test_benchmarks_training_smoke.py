@@ -47,13 +47,16 @@ def test_training_loop_overhead_report(reports):
     report = reports["training_loop_overhead"]
     assert report["verdict"] in ("PASS", "FAIL")
     assert positive(report["ratio_library_to_bare"]) and positive(report["target_ratio"])
-    assert report["pair_ratios"] and all(positive(ratio) for ratio in report["pair_ratios"])
+    assert report["ratio_runs"] and all(positive(ratio) for ratio in report["ratio_runs"])
+    assert positive(report["per_step_ratio_median"])
     for loop in ("library", "bare"):
         row = report["loops"][loop]
-        for key in ("steps_per_second_median", "steps_per_second_best", "images_per_second_median",
-                    "step_seconds_median", "setup_seconds_median"):
+        for key in ("steps_per_second", "images_per_second", "step_seconds_median", "step_seconds_max",
+                    "setup_seconds_median"):
             assert positive(row[key]), (loop, key, row[key])
+        assert row["steps_per_second_runs"] and all(positive(rate) for rate in row["steps_per_second_runs"])
     assert positive(report["loops"]["library"]["teardown_seconds_median"])
+    assert report["timed_steps_per_loop_and_repeat"] == report["max_steps"] - 1
     # Both loops did the same work: the same losses, to rounding.
     assert report["max_abs_logged_loss_difference"] < 1e-4
 

@@ -42,6 +42,15 @@ RNG = np.random.default_rng(0)
 PIXELS = RNG.integers(0, 256, (24, 32, 3), dtype=np.uint8)
 
 
+@pytest.fixture(scope="module", autouse=True)
+def one_torch_thread():
+    """Tiny models on 2 shared cores: one intra-op thread is several times faster than two that wait on each other."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
 def encoded(fmt: str, pixels: np.ndarray = PIXELS, **options) -> bytes:
     buffer = io.BytesIO()
     Image.fromarray(pixels).save(buffer, format=fmt, **options)
@@ -131,17 +140,25 @@ def test_a_folder_named_like_an_image_is_named(au_pipe, tmp_path):
 
 
 @pytest.mark.filterwarnings("ignore")  # Pillow warns about the corrupt metadata it skips
-@pytest.mark.parametrize("fmt", ["JPEG", "PNG", "GIF", "BMP", "TIFF", "WEBP", "PPM", "TGA"])
+@pytest.mark.parametrize("fmt", ["JPEG", "JPEG-EXIF", "PNG", "GIF", "BMP", "TIFF", "WEBP", "PPM", "TGA"])
 def test_randomly_corrupted_files_decode_or_raise_a_value_error_naming_them(fmt):
     """Seeded byte flips and truncations of a valid file: whatever Pillow's decoder raises (OSError, SyntaxError,
-    struct.error, ValueError, DecompressionBombError from a corrupted size...) becomes a ValueError with the name."""
+    struct.error, ValueError, DecompressionBombError from a corrupted size...) becomes a ValueError with the name.
+    Before, e.g. a PPM header with a bad number escaped as a ValueError that named no file. JPEG-EXIF flips bytes in
+    the EXIF block (orientation 6), which is applied while reading."""
     rng = np.random.default_rng(sum(map(ord, fmt)))
-    original = encoded(fmt)
+    if fmt == "JPEG-EXIF":
+        exif = Image.Exif()
+        exif[0x0112], exif[0x010F] = 6, "camera maker " * 4  # orientation: rotate; a string tag
+        original, span = encoded("JPEG", exif=exif), 200  # flips within the header and EXIF block
+    else:
+        original = encoded(fmt)
+        span = len(original)
     outcomes = {"decoded": 0, "refused": 0}
     for index in range(60):
         data = bytearray(original)
         for _ in range(int(rng.integers(1, 8))):
-            data[int(rng.integers(0, len(data)))] = int(rng.integers(0, 256))
+            data[int(rng.integers(0, span))] = int(rng.integers(0, 256))
         if index % 3 == 0:
             data = data[: int(rng.integers(1, len(data)))]
         name = f"fuzz-{fmt}-{index}"
@@ -325,7 +342,8 @@ def test_raf_db_malformed_label_lines_are_named_or_skipped(tmp_path, bad_line, d
     """A line that is not UTF-8 used to stop the scan with a UnicodeDecodeError that named no file."""
     images = {"train_00001.jpg": JPEG, "test_0001.jpg": JPEG}
     data = write_raf_db(tmp_path / "raf", images, [b"train_00001.jpg 5", bad_line, b"test_0001.jpg 1"])
-    with pytest.raises(BadDataError, match=r"unparseable_label_row: .*list_patition_label.txt:2: .*" + re.escape(detail)):
+    where = r"unparseable_label_row: .*list_patition_label.txt:2: .*"
+    with pytest.raises(BadDataError, match=where + re.escape(detail)):
         build_dataset("raf_db", data_dir=str(data), cache_dir=str(tmp_path / "c1"))
     splits, report = build_dataset("raf_db", data_dir=str(data), cache_dir=str(tmp_path / "c2"), on_bad_data="skip",
                                    return_report=True)
@@ -348,7 +366,8 @@ def test_raf_db_empty_or_unreadable_label_file(tmp_path):
 
 # ---------------------------------------------------------------- builders: AffectNet
 
-AFFECTNET_HEADER = "subDirectory_filePath,face_x,face_y,face_width,face_height,facial_landmarks,expression,valence,arousal"
+AFFECTNET_HEADER = ("subDirectory_filePath,face_x,face_y,face_width,face_height,facial_landmarks,expression,valence,"
+                    "arousal")
 
 
 def affectnet_row(name: str, code: int) -> bytes:
@@ -436,7 +455,8 @@ def test_ferplus_garbage_rows_and_a_file_cut_short_are_named_or_skipped(tmp_path
                                    on_bad_data="skip", return_report=True)
     assert {split: len(rows) for split, rows in splits.items()} == {"train": 1, "validation": 1, "test": 1}
     assert report.counts == {"unparseable_image_row": 3, "unparseable_label_row": 1}
-    assert sorted(e.split(": ")[0].rsplit(":", 1)[1] for e in report.examples["unparseable_image_row"]) == ["3", "7", "8"]
+    lines = sorted(e.split(": ")[0].rsplit(":", 1)[1] for e in report.examples["unparseable_image_row"])
+    assert lines == ["3", "7", "8"]
     assert "fer2013new.csv:4" in report.examples["unparseable_label_row"][0]
 
 

@@ -188,8 +188,8 @@ def test_a_crash_at_any_point_of_a_save_leaves_only_complete_checkpoints(tmp_pat
         with monkeypatch.context() as patch:
             injector = CrashInjector(patch, accelerator, crash_at, half_done)
             with pytest.raises(Crash):
-                checkpointing.save_checkpoint(accelerator, str(output_dir), {"global_step": crashed_step, "final": True},
-                                              limit)
+                checkpointing.save_checkpoint(accelerator, str(output_dir),
+                                              {"global_step": crashed_step, "final": True}, limit)
         where = f"crash at {injector.log[-1]!r} (half done: {half_done}); operations {injector.log}"
         latest = assert_only_complete_checkpoints(output_dir, expected_files)
         assert latest is not None, where
@@ -203,6 +203,51 @@ def test_a_crash_at_any_point_of_a_save_leaves_only_complete_checkpoints(tmp_pat
         assert json.loads(Path(latest, LOOP_STATE_FILE).read_text())["final"], where
         assert leftovers(output_dir) == [], where
         assert len(checkpoint_dirs(str(output_dir))) == limit, where
+
+
+class _CrashingFile:
+    """A file whose writes crash (after `open` truncated it, if it was opened for writing)."""
+
+    def __init__(self, file):
+        self.file = file
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.file.close()
+
+    def write(self, text):
+        raise Crash
+
+    writelines = write
+
+
+def test_a_crash_while_resuming_keeps_the_metrics_log(tmp_path, monkeypatch, fresh_accelerator_state):
+    """Resuming rewrites metrics.jsonl without the lines logged after the checkpoint. It used to truncate the file in
+    place, so a run killed right then lost the whole history; and a last line cut short by a crash made every later
+    resume fail with a JSONDecodeError."""
+    from accelerate import Accelerator
+
+    from clef_hf.training import tracking
+
+    accelerator = Accelerator(cpu=True)
+    path = tmp_path / tracking.METRICS_FILE
+    lines = [json.dumps({"step": step, "train/loss": 1.0 / step}) + "\n" for step in range(1, 7)]
+    path.write_text("".join(lines))
+    with monkeypatch.context() as patch:
+        real_open = open
+        patch.setattr(tracking, "open", lambda file, mode="r", *a, **k: _CrashingFile(real_open(file, mode, *a, **k))
+                      if "w" in mode else real_open(file, mode, *a, **k), raising=False)
+        with pytest.raises(Crash):
+            tracking.MetricsLog(accelerator, str(tmp_path), resume_step=4)
+    assert path.read_text() == "".join(lines)  # nothing lost
+
+    path.write_text("".join(lines) + '{"step": 7, "train/lo')  # the append a crash cut short
+    log = tracking.MetricsLog(accelerator, str(tmp_path), resume_step=4)
+    assert path.read_text() == "".join(lines[:4])
+    log.log({"train/loss": 0.5}, 5)
+    assert [json.loads(line)["step"] for line in path.read_text().splitlines()] == [1, 2, 3, 4, 5]
 
 
 # ---------------------------------------------------------------- 2. real kill -9 of the fine-tuning script
@@ -252,6 +297,19 @@ def wait_for(condition, process: subprocess.Popen, what: str, timeout: float = 2
     return True
 
 
+def wait_until_stopped(process: subprocess.Popen) -> None:
+    """SIGSTOP takes effect asynchronously: wait until the kernel reports the process stopped (Linux), so that the
+    file system is not changed behind our back any more."""
+    stat = Path(f"/proc/{process.pid}/stat")
+    deadline = time.time() + 5
+    while stat.exists() and time.time() < deadline:
+        if stat.read_text().rsplit(")", 1)[1].split()[0] in ("T", "t", "Z", "X"):
+            return
+        time.sleep(0.0002)
+    if not stat.exists():
+        time.sleep(0.01)
+
+
 def kill_inside_a_save(process: subprocess.Popen, output_dir: Path, after_step: int, rng: random.Random) -> bool:
     """SIGKILL while a checkpoint of a step after `after_step` is being written: stop the process when a temporary
     checkpoint folder appears (after a random delay of up to 2 ms), and kill it if the folder is still there;
@@ -263,6 +321,7 @@ def kill_inside_a_save(process: subprocess.Popen, output_dir: Path, after_step: 
             return False
         time.sleep(rng.uniform(0, 0.002))
         process.send_signal(signal.SIGSTOP)
+        wait_until_stopped(process)
         try:
             if temporary_folders(output_dir):
                 process.send_signal(signal.SIGKILL)
@@ -346,7 +405,8 @@ def test_kill_9_at_random_points_then_resume_gives_the_uninterrupted_weights(tmp
 
     reference = reference_run()
     for folder in (f"{CHECKPOINTS_DIR}/step-{STEPS}", "best"):
-        expected, got = load_file(reference / folder / "model.safetensors"), load_file(output_dir / folder / "model.safetensors")
+        expected = load_file(reference / folder / "model.safetensors")
+        got = load_file(output_dir / folder / "model.safetensors")
         assert expected.keys() == got.keys(), folder
         for name in expected:
             assert torch.equal(expected[name], got[name]), f"{folder}: {name}"

@@ -43,6 +43,15 @@ ROOT = Path(__file__).resolve().parents[1]
 pytestmark = [pytest.mark.usefixtures("fresh_accelerator_state"), pytest.mark.timeout(120)]
 
 
+@pytest.fixture(scope="module", autouse=True)
+def one_torch_thread():
+    """Tiny models on 2 shared cores: one intra-op thread is several times faster than two that wait on each other."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
 def save_clef(directory: Path, tokenizer, task: str | None, labels: dict | None = None, embed: bool = True) -> Path:
     """A tiny CLEF checkpoint with its processor, as training saves it."""
     if labels is None:
@@ -133,7 +142,8 @@ def test_evaluating_a_model_on_a_data_set_with_other_labels_names_them(tmp_path,
 def test_a_label_set_changed_without_its_embeddings_is_refused(tmp_path, checkpoints, tokenizer):
     """config.json lists 5 AUs but model.safetensors holds the 3 embeddings of the saved label set: before, the
     pipeline's load failed with "You set `ignore_mismatched_sizes` to `False`... look at the above report!"."""
-    edited = edited_copy(checkpoints["au"], tmp_path / "edited", config_edit=lambda c: c.update(au_labels([1, 2, 4, 6, 12])))
+    edited = edited_copy(checkpoints["au"], tmp_path / "edited",
+                         config_edit=lambda c: c.update(au_labels([1, 2, 4, 6, 12])))
     message = r"label_embeddings: \(3, 16\) in the checkpoint, \(5, 16\) for its config"
     with pytest.raises(ValueError, match=message):
         CLEFModel.from_pretrained(edited)
@@ -162,7 +172,8 @@ def _missing(weights: dict) -> None:
     (lambda c: c["vision_config"].update(intermediate_size=48), None,
      r"vision_model.encoder.layers.0.mlp.fc1.weight: \(64, 32\) in the checkpoint, \(48, 32\) for its config"),
     (None, _wrong_shape, r"text_model.encoder.layers.0.mlp.fc1.weight: \(5, 5\) in the checkpoint, \(64, 32\)"),
-    (None, _missing, r"lack tensors that its config needs: \['vision_model.encoder.layers.1.self_attn.k_proj.weight'\]"),
+    (None, _missing,
+     r"lack tensors that its config needs: \['vision_model.encoder.layers.1.self_attn.k_proj.weight'\]"),
 ], ids=["projection_dim", "intermediate_size", "tensor-of-another-shape", "tensor-missing"])
 def test_weights_that_do_not_match_the_config_are_named(tmp_path, checkpoints, config_edit, weights_edit, message):
     """Before, a mismatch raised transformers' "look at the above report!" (naming no tensor) and a missing tensor
@@ -263,10 +274,9 @@ def test_a_pickled_weights_file_in_a_model_folder_is_not_unpickled(tmp_path, tin
     tokenizer.save_pretrained(folder)
     (folder / "model.safetensors").unlink()
     torch.save({**tiny_clip.state_dict(), "evil": Payload(str(marker))}, folder / "pytorch_model.bin")
-    with pytest.raises(Exception) as caught:
+    with pytest.raises((pickle.UnpicklingError, ValueError), match="weights_only"):  # torch's refusal
         load_model_and_processor(str(folder), task="au", labels=au_labels([1, 2]))
     assert not marker.exists(), "the pickled code ran"
-    assert "pytorch_model.bin" in str(caught.value) or "weights_only" in str(caught.value), caught.value
 
 
 # ---------------------------------------------------------------- tokenizers that do not fit
@@ -297,7 +307,8 @@ def test_a_tokenizer_of_another_vocabulary_is_refused_at_pipeline_construction(t
 
 
 def test_a_tokenizer_with_another_end_of_text_id_is_refused(tmp_path, checkpoints, tokenizer):
-    folder = edited_copy(checkpoints["au"], tmp_path / "eos", config_edit=lambda c: c["text_config"].update(eos_token_id=3))
+    folder = edited_copy(checkpoints["au"], tmp_path / "eos",
+                         config_edit=lambda c: c["text_config"].update(eos_token_id=3))
     with pytest.raises(TokenizerMismatchError, match=r"text_config.eos_token_id=3"):
         pipeline("facial-behavior", model=str(folder))
     with pytest.raises(TokenizerMismatchError, match=r"text_config.eos_token_id=3"):

@@ -32,7 +32,8 @@ class MetricsLog:
     """Sends scalars to the Accelerate trackers and appends them, with their step, to `metrics.jsonl` (main process).
 
     When a run resumes at `resume_step`, lines logged after that step by the interrupted run are dropped, so the file
-    reads as one uninterrupted run.
+    reads as one uninterrupted run. The file is rewritten atomically (a run killed while resuming keeps every line),
+    and a last line cut short by a crash is dropped.
     """
 
     def __init__(self, accelerator: Accelerator, output_dir: str, resume_step: int | None = None):
@@ -43,9 +44,22 @@ class MetricsLog:
             kept = []
             if resume_step is not None and os.path.isfile(self.path):
                 with open(self.path) as file:
-                    kept = [line for line in file if line.strip() and json.loads(line)["step"] <= resume_step]
-            with open(self.path, "w") as file:
+                    lines = [line for line in file if line.strip()]
+                for number, line in enumerate(lines):
+                    try:
+                        entry = json.loads(line)
+                    except ValueError:
+                        if number == len(lines) - 1:  # the write a crash interrupted
+                            break
+                        raise ValueError(
+                            f"{self.path}: entry {number + 1} is not a JSON line: {line[:200]!r}"
+                        ) from None
+                    if entry["step"] <= resume_step:
+                        kept.append(line if line.endswith("\n") else line + "\n")
+            temporary = self.path + ".tmp"
+            with open(temporary, "w") as file:
                 file.writelines(kept)
+            os.replace(temporary, self.path)
 
     def log(self, values: dict, step: int) -> None:
         self.accelerator.log(values, step=step)
