@@ -8,20 +8,32 @@ Eq. 2 (`pretraining_loss`: L_IĨ + L_IA at ε = 0.25), backward, and an AdamW st
 groups (the logit scale frozen, as in `pretrain`). Pixels are random normalised tensors (memory and time do not depend
 on the content), labels spread over BP4D's 8 activities.
 
-Each variant runs in a fresh subprocess, so that peaks do not mix: the CPU peak is the child's `ru_maxrss` (Linux:
-kilobytes; the parent reads it with `os.wait4`, and the child's `VmHWM` is kept as a cross-check), and the step's own
-share is that peak minus the RSS just before the first step (model, optimizer and data built: so it includes the
-gradients and the AdamW state, which the first step allocates). On CUDA the child also reports
-`torch.cuda.max_memory_allocated` over the steps (the peak counters reset just before). Step time: the median of `--steps` steps after the first (the first one allocates the AdamW state and warms
-the kernels), or the first step alone when `--steps 1`.
+Each variant runs in a fresh subprocess, so that peaks do not mix. The measured step is a steady-state step: the
+AdamW state is allocated first (one optimizer step on zero gradients, a no-op update apart from weight decay), so that
+parameters and optimizer state are resident when activations and gradients come on top, as in every step after the
+first. Memory, per variant:
+  - `ru_maxrss`: the child's lifetime peak RSS (its high-water mark, the counter `resource.getrusage` and
+    `os.wait4` report; since the child restarts it between phases, see below, the lifetime peak is the largest of the
+    phases' peaks, and wait4's `ru_maxrss` is kept in the JSON as the peak after the last restart);
+  - the step's peak RSS, by phase: the child resets its peak (`VmHWM`, via `/proc/self/clear_refs`) after building
+    and reads it after forward + backward and after the optimizer step. At small batches the optimizer step's peak
+    (parameters, gradients, AdamW state and the foreach temporaries) exceeds the forward/backward one, so `ru_maxrss`
+    alone hides what checkpointing changes; the forward/backward peak above the resident state (activations and
+    gradients) is where it shows;
+  - on CUDA, `torch.cuda.max_memory_allocated` for the same phases (peak counters reset at each boundary).
+RSS counts what the allocator holds, not only live tensors: glibc's dynamic mmap threshold keeps freed blocks of up to
+32 MiB in the heap, which hides part of what checkpointing frees (`--mmap_threshold 131072` fixes the threshold in
+the children, so that RSS follows live memory more closely).
+Step time: the whole step (forward, Eq. 2, backward, AdamW), the median of `--steps` steps after the first, or the
+one step when `--steps 1` (the CPU default: a ViT-B/16 step takes seconds per image there).
 
 Batch 64 at 224 px: on a CPU machine the script first measures small batches at 224 px (`--probe_batch_sizes`,
-1 and 2, one step each: a ViT-B/16 step takes seconds per image on two cores), fits
-peak = fixed + per_image x batch for each variant and predicts batch 64. If that prediction exceeds `--max_gb`
-(default 10 GB: the machine is shared) or the predicted step time exceeds `--max_step_seconds`, it does not run
-batch 64 at 224 px and says why; it measures batch 64 at a smaller image size instead (`--fallback_image_size`,
-64 px by default) and reports the 224 px probes as the trend. With CUDA it measures batch 64 at 224 px directly, and
-also pre-training images/s in bf16 autocast and the ratio to the GPU's dense bf16 peak (model FLOPs utilisation).
+2, 4 and 8, one step each), fits forward/backward peak = fixed + per_image x batch for each variant, and predicts
+batch 64 as the larger of that and the optimizer-step peak. If the prediction exceeds `--max_gb` (default 10 GB: the
+machine is shared) or the predicted step time exceeds `--max_step_seconds`, it does not run batch 64 at 224 px and
+says why; it measures batch 64 at a smaller image size instead (`--fallback_image_size`, 64 px by default) and
+reports the 224 px probes as the trend. With CUDA it measures batch 64 at 224 px directly, and also pre-training
+images/s in bf16 autocast and the ratio to the GPU's dense bf16 peak (model FLOPs utilisation).
 
     HF_HUB_OFFLINE=1 PYTHONPATH=. nice -n 10 .venv/bin/python benchmarks/pretraining_memory.py
 
@@ -105,6 +117,16 @@ def text_forward_macs(config, num_texts: int, length: int) -> int:
     return num_texts * (body + text.hidden_size * config.projection_dim)
 
 
+def reset_peak_rss() -> bool:
+    """Reset this process's VmHWM to its current RSS (Linux >= 4.0: `echo 5 > /proc/self/clear_refs`)."""
+    try:
+        with open("/proc/self/clear_refs", "w") as file:
+            file.write("5")
+        return True
+    except OSError:
+        return False
+
+
 def rss_bytes(field: str) -> int:
     """`VmRSS` (now) or `VmHWM` (this process image's peak) of /proc/self/status, in bytes."""
     with open("/proc/self/status") as file:
@@ -156,9 +178,23 @@ def child(options: argparse.Namespace) -> dict:
     temperature = config.pretraining_temperature
     bf16 = options.bf16 and device.type == "cuda"
 
-    def step(index: int) -> float:
-        if device.type == "cuda":
+    cuda = device.type == "cuda"
+    hwm_resettable = reset_peak_rss()
+
+    def phase_peaks() -> tuple[int, int | None]:
+        """(VmHWM, CUDA peak) since the last reset; then reset both."""
+        if cuda:
             torch.cuda.synchronize()
+        peaks = (rss_bytes("VmHWM"), torch.cuda.max_memory_allocated() if cuda else None)
+        reset_peak_rss()
+        if cuda:
+            torch.cuda.reset_peak_memory_stats()
+        return peaks
+
+    def step(index: int) -> dict:
+        if cuda:
+            torch.cuda.synchronize()
+        phase_peaks()
         started = time.perf_counter()
         pixels = pixel_values.to(device, non_blocking=True)
         views = torch.cat([augment_images(pixels, step_generator(0, index, 0), augmentation),
@@ -172,43 +208,66 @@ def child(options: argparse.Namespace) -> dict:
         loss = pretraining_loss(image_features, augmented_features, text_features.float()[rows], batch_labels,
                                 temperature)
         loss.backward()
+        forward_backward_seconds = time.perf_counter() - started
+        forward_backward = phase_peaks()  # not inside the timed span: reading /proc costs microseconds
+        resumed = time.perf_counter()
         optimizer.step()
         optimizer.zero_grad()
         loss.item()
-        if device.type == "cuda":
+        if cuda:
             torch.cuda.synchronize()
-        return time.perf_counter() - started
+        seconds = forward_backward_seconds + time.perf_counter() - resumed
+        optimizer_phase = phase_peaks()
+        return {"seconds": seconds, "forward_backward": forward_backward, "optimizer": optimizer_phase}
 
-    baseline_rss = rss_bytes("VmRSS")
-    if device.type == "cuda":
+    # AdamW allocates its state on its first step. Allocate it beforehand, with zero gradients (Adam's update is then
+    # 0 / (0 + eps) = 0; only the decoupled weight decay scales the weights by 1 - lr * wd), so that the measured
+    # step is a steady-state step: parameters and AdamW state resident, activations and gradients on top.
+    for parameter in network.parameters():
+        if parameter.requires_grad:
+            parameter.grad = torch.zeros_like(parameter)
+    optimizer.step()
+    optimizer.zero_grad()
+    if cuda:
         torch.cuda.synchronize()
-        baseline_cuda = torch.cuda.memory_allocated()
-        torch.cuda.reset_peak_memory_stats()
-    seconds = [step(index) for index in range(options.steps)]
+    build_peak_rss = rss_bytes("VmHWM")
+    rss_after_build = rss_bytes("VmRSS")
+    cuda_after_build = torch.cuda.memory_allocated() if cuda else None
+    steps = [step(index) for index in range(options.steps)]
+    seconds = [entry["seconds"] for entry in steps]
     result = {
         "batch_size": options.batch_size,
         "image_size": options.image_size,
         "checkpointing": bool(options.checkpointing),
         "bf16": bf16,
-        "device": options.device if device.type == "cpu" else torch.cuda.get_device_name(device),
+        "device": options.device if not cuda else torch.cuda.get_device_name(device),
         "steps": options.steps,
         "step_seconds_all": seconds,
         "step_seconds": statistics.median(seconds[1:]) if len(seconds) > 1 else seconds[0],
-        "step_seconds_is_first_step": len(seconds) == 1,
-        "rss_before_step_bytes": baseline_rss,
-        # Linux reports ru_maxrss in kilobytes. The parent replaces this with the ru_maxrss wait4 returns for the
-        # child (the same number); VmHWM is the peak of this process image alone, a cross-check.
-        "peak_rss_bytes": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024,
-        "vm_hwm_bytes": rss_bytes("VmHWM"),
+        "peak_rss_resettable": hwm_resettable,
+        "build_peak_rss_bytes": build_peak_rss,
+        "rss_after_build_bytes": rss_after_build,
+        "forward_backward_peak_rss_bytes": max(entry["forward_backward"][0] for entry in steps),
+        "optimizer_peak_rss_bytes": max(entry["optimizer"][0] for entry in steps),
+        # ru_maxrss (kilobytes on Linux) is the process's RSS high-water mark, the same counter as VmHWM; the phase
+        # resets above restart it, so the lifetime peak is the largest of the phases' peaks (build, then each
+        # forward/backward and optimizer phase), which together cover the whole life of the process up to here.
+        "ru_maxrss_since_last_reset_bytes": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024,
         "parameters": sum(p.numel() for p in model.parameters()),
+        "trainable_parameters": sum(p.numel() for p in model.parameters() if p.requires_grad),
         "vision_forward_macs_per_view": vision_forward_macs(config, options.image_size),
         "text_forward_macs_per_step": text_forward_macs(config, len(descriptions), tokens["input_ids"].shape[1]),
         "torch_threads": torch.get_num_threads(),
     }
-    result["step_rss_bytes"] = result["peak_rss_bytes"] - baseline_rss
-    if device.type == "cuda":
-        result["cuda_max_allocated_bytes"] = torch.cuda.max_memory_allocated()
-        result["cuda_allocated_before_step_bytes"] = baseline_cuda
+    result["step_peak_rss_bytes"] = max(result["forward_backward_peak_rss_bytes"], result["optimizer_peak_rss_bytes"])
+    result["peak_rss_bytes"] = max(build_peak_rss, result["step_peak_rss_bytes"],
+                                   result["ru_maxrss_since_last_reset_bytes"])
+    if cuda:
+        result["cuda_allocated_after_build_bytes"] = cuda_after_build
+        result["cuda_forward_backward_peak_bytes"] = max(entry["forward_backward"][1] for entry in steps)
+        result["cuda_optimizer_peak_bytes"] = max(entry["optimizer"][1] for entry in steps)
+        result["cuda_max_allocated_bytes"] = max(result["cuda_forward_backward_peak_bytes"],
+                                                 result["cuda_optimizer_peak_bytes"])
     return result
 
 
@@ -227,6 +286,8 @@ def run_variant(options: argparse.Namespace, batch_size: int, image_size: int, c
     command += ["--bf16"] if bf16 else []
     command += ["--tiny"] if options.tiny else []
     environment = {**os.environ, "PYTHONPATH": os.pathsep.join([ROOT, os.environ.get("PYTHONPATH", "")])}
+    if options.mmap_threshold:  # glibc: a fixed threshold, so freed large blocks go back to the OS at once
+        environment["MALLOC_MMAP_THRESHOLD_"] = str(options.mmap_threshold)
     label = f"batch {batch_size}, {image_size} px, checkpointing {'on' if checkpointing else 'off'}" + (
         ", bf16" if bf16 else "")
     print(f"  {label} ...", end="", flush=True)
@@ -245,10 +306,17 @@ def run_variant(options: argparse.Namespace, batch_size: int, image_size: int, c
         result = json.load(file)
     os.unlink(path)
     result["child_wall_seconds"] = time.perf_counter() - started
-    result["child_reported_ru_maxrss_bytes"] = result["peak_rss_bytes"]
-    result["peak_rss_bytes"] = usage.ru_maxrss * 1024  # the child's ru_maxrss from wait4 (Linux: kilobytes)
-    result["step_rss_bytes"] = result["peak_rss_bytes"] - result["rss_before_step_bytes"]
-    message = f" peak RSS {result['peak_rss_bytes'] / 2**30:.2f} GiB (step +{result['step_rss_bytes'] / 2**30:.2f})"
+    # The child's ru_maxrss as wait4 returns it (Linux: kilobytes): its high-water mark since its last phase reset
+    # (see `child`); without the resets it would be the lifetime peak, which the child reports as peak_rss_bytes.
+    result["wait4_ru_maxrss_bytes"] = usage.ru_maxrss * 1024
+    if not result["peak_rss_resettable"]:  # no resets happened: wait4's ru_maxrss is the lifetime peak
+        result["peak_rss_bytes"] = max(result["peak_rss_bytes"], result["wait4_ru_maxrss_bytes"])
+    result["step_rss_bytes"] = result["step_peak_rss_bytes"] - result["rss_after_build_bytes"]
+    message = (f" ru_maxrss {result['peak_rss_bytes'] / 2**30:.2f} GiB; step peak "
+               f"{result['step_peak_rss_bytes'] / 2**30:.2f} GiB (forward/backward "
+               f"{result['forward_backward_peak_rss_bytes'] / 2**30:.2f}, optimizer "
+               f"{result['optimizer_peak_rss_bytes'] / 2**30:.2f}, after build "
+               f"{result['rss_after_build_bytes'] / 2**30:.2f})")
     if "cuda_max_allocated_bytes" in result:
         message += f", CUDA max allocated {result['cuda_max_allocated_bytes'] / 2**30:.2f} GiB"
     print(f"{message}, step {result['step_seconds']:.2f} s", flush=True)
@@ -276,7 +344,8 @@ def run_benchmark(options: argparse.Namespace) -> dict:
               "target_batch_size": batch, "target_image_size": image_size, "device": device,
               "torch": torch.__version__, "cpu_count": os.cpu_count(),
               "processor": platform.processor() or platform.machine(), "max_gb": options.max_gb,
-              "torch_threads_per_child": options.threads or "torch default"}
+              "torch_threads_per_child": options.threads or "torch default",
+              "malloc_mmap_threshold": options.mmap_threshold or "glibc default (dynamic)"}
     variants = []
 
     def both(batch_size: int, size: int, steps: int) -> dict:
@@ -298,19 +367,20 @@ def run_benchmark(options: argparse.Namespace) -> dict:
         print(f"probing batches {probes} at {image_size} px (CPU):", flush=True)
         for probe in probes:
             both(probe, image_size, options.probe_steps)
+        # The forward/backward peak grows with the batch (activations, then gradients); the optimizer-step peak
+        # (parameters, gradients, AdamW state, foreach temporaries) does not. At small batches the latter dominates.
         trend = {}
         for setting in ("off", "on"):
-            points = [(v["batch_size"], v["peak_rss_bytes"]) for v in variants
-                      if v["image_size"] == image_size and v["checkpointing"] == (setting == "on")]
-            fixed, per_image = fit_line(points)
-            step_points = [(v["batch_size"], v["step_rss_bytes"]) for v in variants
-                           if v["image_size"] == image_size and v["checkpointing"] == (setting == "on")]
-            _, step_per_image = fit_line(step_points)
-            trend[setting] = {"fixed_bytes": fixed, "per_image_bytes": per_image,
-                              "step_per_image_bytes": step_per_image,
-                              "predicted_peak_rss_bytes_at_target": fixed + per_image * batch}
-            print(f"  checkpointing {setting}: peak ≈ {fixed / 2**30:.2f} GiB + {per_image / 2**20:.1f} MiB x batch "
-                  f"-> batch {batch}: {trend[setting]['predicted_peak_rss_bytes_at_target'] / 2**30:.1f} GiB", flush=True)
+            probed = [v for v in variants if v["image_size"] == image_size and v["checkpointing"] == (setting == "on")]
+            fixed, per_image = fit_line([(v["batch_size"], v["forward_backward_peak_rss_bytes"]) for v in probed])
+            optimizer_peak = max(v["optimizer_peak_rss_bytes"] for v in probed)
+            predicted = max(fixed + per_image * batch, optimizer_peak)
+            trend[setting] = {"forward_backward_fixed_bytes": fixed, "forward_backward_per_image_bytes": per_image,
+                              "optimizer_peak_bytes": optimizer_peak,
+                              "predicted_peak_rss_bytes_at_target": predicted}
+            print(f"  checkpointing {setting}: forward/backward peak ≈ {fixed / 2**30:.2f} GiB + "
+                  f"{per_image / 2**20:.0f} MiB x batch, optimizer peak {optimizer_peak / 2**30:.2f} GiB "
+                  f"-> batch {batch}: {predicted / 2**30:.1f} GiB", flush=True)
         seconds_per_image = max(v["step_seconds"] / v["batch_size"] for v in variants)
         trend["predicted_step_seconds_at_target"] = seconds_per_image * batch
         report["trend_at_target_image_size"] = trend
@@ -342,17 +412,28 @@ def run_benchmark(options: argparse.Namespace) -> dict:
     for key in sorted({(v["batch_size"], v["image_size"]) for v in variants}):
         pair = {("on" if v["checkpointing"] else "off"): v for v in variants if (v["batch_size"], v["image_size"]) == key}
         off, on = pair["off"], pair["on"]
+
+        def gib(field: str) -> dict:
+            return {"off": off[field] / 2**30, "on": on[field] / 2**30}
+
+        def above_build(v: dict) -> int:  # activations and gradients over the resident parameters and AdamW state
+            return v["forward_backward_peak_rss_bytes"] - v["rss_after_build_bytes"]
+
         row = {"batch_size": key[0], "image_size": key[1],
-               "peak_rss_gib": {"off": off["peak_rss_bytes"] / 2**30, "on": on["peak_rss_bytes"] / 2**30},
-               "step_rss_gib": {"off": off["step_rss_bytes"] / 2**30, "on": on["step_rss_bytes"] / 2**30},
+               "ru_maxrss_gib": gib("peak_rss_bytes"),
+               "step_peak_rss_gib": gib("step_peak_rss_bytes"),
+               "forward_backward_peak_rss_gib": gib("forward_backward_peak_rss_bytes"),
+               "optimizer_peak_rss_gib": gib("optimizer_peak_rss_bytes"),
+               "resident_after_build_gib": gib("rss_after_build_bytes"),
+               "forward_backward_above_resident_gib": {"off": above_build(off) / 2**30, "on": above_build(on) / 2**30},
                "step_seconds": {"off": off["step_seconds"], "on": on["step_seconds"]},
                "images_per_second": {"off": key[0] / off["step_seconds"], "on": key[0] / on["step_seconds"]},
-               "memory_ratio_on_to_off": on["peak_rss_bytes"] / off["peak_rss_bytes"],
-               "step_memory_ratio_on_to_off": on["step_rss_bytes"] / max(1, off["step_rss_bytes"]),
+               "step_peak_ratio_on_to_off": on["step_peak_rss_bytes"] / off["step_peak_rss_bytes"],
+               "forward_backward_above_resident_ratio_on_to_off": above_build(on) / max(1, above_build(off)),
                "time_ratio_on_to_off": on["step_seconds"] / off["step_seconds"]}
         if "cuda_max_allocated_bytes" in off:
-            row["cuda_max_allocated_gib"] = {"off": off["cuda_max_allocated_bytes"] / 2**30,
-                                             "on": on["cuda_max_allocated_bytes"] / 2**30}
+            row["cuda_max_allocated_gib"] = gib("cuda_max_allocated_bytes")
+            row["cuda_forward_backward_peak_gib"] = gib("cuda_forward_backward_peak_bytes")
             row["cuda_memory_ratio_on_to_off"] = on["cuda_max_allocated_bytes"] / off["cuda_max_allocated_bytes"]
         rows.append(row)
     report["rows"] = rows
@@ -381,22 +462,34 @@ def run_benchmark(options: argparse.Namespace) -> dict:
 
 
 def print_table(report: dict) -> None:
-    header = ["batch", "px", "ckpt", "peak RSS GiB", "step +RSS GiB", "CUDA max GiB", "step s", "images/s"]
+    header = ["batch", "px", "ckpt", "ru_maxrss GiB", "step peak GiB", "fwd/bwd peak", "optimizer peak",
+              "fwd/bwd above resident", "CUDA max GiB", "step s", "images/s"]
     print(" | ".join(header))
     print(" | ".join("---" for _ in header))
     for row in report["rows"]:
         for setting in ("off", "on"):
             cuda = row.get("cuda_max_allocated_gib", {}).get(setting)
             print(" | ".join([str(row["batch_size"]), str(row["image_size"]), setting,
-                              f"{row['peak_rss_gib'][setting]:.2f}", f"{row['step_rss_gib'][setting]:.2f}",
+                              f"{row['ru_maxrss_gib'][setting]:.2f}", f"{row['step_peak_rss_gib'][setting]:.2f}",
+                              f"{row['forward_backward_peak_rss_gib'][setting]:.2f}",
+                              f"{row['optimizer_peak_rss_gib'][setting]:.2f}",
+                              f"{row['forward_backward_above_resident_gib'][setting]:.2f}",
                               "-" if cuda is None else f"{cuda:.2f}", f"{row['step_seconds'][setting]:.2f}",
                               f"{row['images_per_second'][setting]:.2f}"]))
     for row in report["rows"]:
-        extra = (f", CUDA memory on/off {row['cuda_memory_ratio_on_to_off']:.2f}"
+        extra = (f", CUDA max allocated {row['cuda_memory_ratio_on_to_off']:.2f}"
                  if "cuda_memory_ratio_on_to_off" in row else "")
-        print(f"batch {row['batch_size']} at {row['image_size']} px: checkpointing on/off peak RSS "
-              f"{row['memory_ratio_on_to_off']:.2f} (step's own RSS {row['step_memory_ratio_on_to_off']:.2f}), "
-              f"time {row['time_ratio_on_to_off']:.2f}{extra}")
+        print(f"batch {row['batch_size']} at {row['image_size']} px, checkpointing on/off: step peak RSS "
+              f"{row['step_peak_ratio_on_to_off']:.2f}, forward/backward above resident "
+              f"{row['forward_backward_above_resident_ratio_on_to_off']:.2f}{extra}; step time "
+              f"{row['time_ratio_on_to_off']:.2f}")
+    if "trend_at_target_image_size" in report:
+        trend = report["trend_at_target_image_size"]
+        print(f"trend at {report['target_image_size']} px, predicted for batch {report['target_batch_size']}: "
+              + ", ".join(f"checkpointing {s} {trend[s]['predicted_peak_rss_bytes_at_target'] / 2**30:.1f} GiB "
+                          f"({trend[s]['forward_backward_per_image_bytes'] / 2**20:.0f} MiB per image)"
+                          for s in ("off", "on"))
+              + f"; {trend['predicted_step_seconds_at_target']:.0f} s per step")
     if not report.get("measured_target", True):
         print(f"NOTE: batch {report['target_batch_size']} at {report['target_image_size']} px was not measured "
               f"({report['target_not_run_because']}); batch {report['target_batch_size']} ran at "
@@ -413,7 +506,7 @@ def main() -> None:
     parser.add_argument("--batch_size", "--batch-size", type=int, default=64)
     parser.add_argument("--image_size", "--image-size", type=int, default=224)
     parser.add_argument("--steps", type=int, help="steps per variant at the target batch (default: 1 CPU, 3 CUDA)")
-    parser.add_argument("--probe_batch_sizes", "--probe-batch-sizes", type=int, nargs="+", default=[1, 2],
+    parser.add_argument("--probe_batch_sizes", "--probe-batch-sizes", type=int, nargs="+", default=[2, 4, 8],
                         help="CPU: batches measured at --image_size to fit the trend")
     parser.add_argument("--probe_steps", "--probe-steps", type=int, default=1)
     parser.add_argument("--throughput_steps", "--throughput-steps", type=int, default=12)
@@ -424,6 +517,10 @@ def main() -> None:
     parser.add_argument("--fallback_image_size", "--fallback-image-size", type=int, default=64)
     parser.add_argument("--skip_target", "--skip-target", action="store_true",
                         help="on the CPU, use the fallback image size even if the target would fit (time)")
+    parser.add_argument("--mmap_threshold", "--mmap-threshold", type=int, default=0,
+                        help="set MALLOC_MMAP_THRESHOLD_ (bytes, e.g. 131072) in the children: glibc then returns "
+                             "freed large blocks to the OS at once, and RSS follows live memory more closely (by "
+                             "default its dynamic threshold keeps freed blocks of up to 32 MiB resident)")
     parser.add_argument("--cpu", action="store_true", help="measure on the CPU even if CUDA is available")
     parser.add_argument("--tiny", action="store_true", help="a seconds-long smoke run: a tiny model, tiny batches")
     parser.add_argument("--threads", type=int, default=1,

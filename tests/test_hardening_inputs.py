@@ -2,7 +2,8 @@
 detection) and to the data set builders (RAF-DB, AffectNet, FERPlus and BP4D layouts). Each must end in a clear
 error naming the file or field (`ValueError` from the pipeline, `BadDataError` / `MissingDataError` /
 `EmptySplitError` from the builders), or, with `on_bad_data="skip"`, in the documented skip counted in the data
-report; never another exception, never a hang (every test has a 60 s timeout), never an unbounded allocation.
+report; never another exception, never a hang (every test has a timeout, 60 s for most), never an unbounded
+allocation.
 
 Decided behaviour for huge images: files larger than `PIL.Image.MAX_IMAGE_PIXELS` (Pillow's decompression-bomb
 limit, ~89 megapixels) are refused before decoding, naming the file; smaller ones are processed at full size.

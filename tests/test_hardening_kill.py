@@ -225,8 +225,9 @@ class _CrashingFile:
 
 def test_a_crash_while_resuming_keeps_the_metrics_log(tmp_path, monkeypatch, fresh_accelerator_state):
     """Resuming rewrites metrics.jsonl without the lines logged after the checkpoint. It used to truncate the file in
-    place, so a run killed right then lost the whole history; and a last line cut short by a crash made every later
-    resume fail with a JSONDecodeError."""
+    place, so a run killed right then lost the whole history; a last line cut short by a crash made every later
+    resume fail with a JSONDecodeError; and lines logged after the checkpoint at its own step (the evaluation at the
+    end of an epoch) were kept, then logged again by the resumed run (found by the kill trials below)."""
     from accelerate import Accelerator
 
     from clef_hf.training import tracking
@@ -248,6 +249,16 @@ def test_a_crash_while_resuming_keeps_the_metrics_log(tmp_path, monkeypatch, fre
     assert path.read_text() == "".join(lines[:4])
     log.log({"train/loss": 0.5}, 5)
     assert [json.loads(line)["step"] for line in path.read_text().splitlines()] == [1, 2, 3, 4, 5]
+
+    # The checkpoint of step 4 was saved after the first 4 lines; the evaluation at step 4 was logged after it.
+    path.write_text("".join(lines[:4]))
+    checkpoint = tmp_path / CHECKPOINTS_DIR / "step-4"
+    checkpointing.save_checkpoint(accelerator, str(tmp_path), {"global_step": 4}, 2)
+    assert json.loads((checkpoint / LOOP_STATE_FILE).read_text())["metrics_bytes"] == len("".join(lines[:4]))
+    with open(path, "a") as file:
+        file.write(json.dumps({"step": 4, "eval/accuracy": 0.5}) + "\n" + lines[4])
+    tracking.MetricsLog(accelerator, str(tmp_path), resume_step=4)
+    assert path.read_text() == "".join(lines[:4])
 
 
 # ---------------------------------------------------------------- 2. real kill -9 of the fine-tuning script

@@ -19,6 +19,8 @@ from collections.abc import Callable
 
 from accelerate import Accelerator
 
+from .tracking import METRICS_FILE
+
 CHECKPOINTS_DIR = "checkpoints"
 LOOP_STATE_FILE = "loop_state.json"
 _STEP_DIR = re.compile(r"^step-(\d+)$")
@@ -68,9 +70,14 @@ def save_checkpoint(accelerator: Accelerator, output_dir: str, loop_state: dict,
     accelerator.save_state(temporary)
     accelerator.wait_for_everyone()
     if accelerator.is_main_process:
-        # Written last, under a temporary name: its presence marks the state as complete.
+        # Written last, under a temporary name: its presence marks the state as complete. It records how much of the
+        # metrics log precedes this state, for `MetricsLog` to cut it there on resuming.
+        state = dict(loop_state)
+        metrics = os.path.join(output_dir, METRICS_FILE)
+        if os.path.isfile(metrics):
+            state["metrics_bytes"] = os.path.getsize(metrics)
         with open(os.path.join(temporary, LOOP_STATE_FILE + ".tmp"), "w") as file:
-            json.dump(loop_state, file, indent=1)
+            json.dump(state, file, indent=1)
         os.replace(os.path.join(temporary, LOOP_STATE_FILE + ".tmp"), os.path.join(temporary, LOOP_STATE_FILE))
         if os.path.exists(final):  # the same step saved again (the run's final state): swap, never delete in place
             _discard(final)

@@ -31,9 +31,11 @@ def tracker_config(args: TrainingLoopArguments) -> dict:
 class MetricsLog:
     """Sends scalars to the Accelerate trackers and appends them, with their step, to `metrics.jsonl` (main process).
 
-    When a run resumes at `resume_step`, lines logged after that step by the interrupted run are dropped, so the file
-    reads as one uninterrupted run. The file is rewritten atomically (a run killed while resuming keeps every line),
-    and a last line cut short by a crash is dropped.
+    When a run resumes at `resume_step`, what the interrupted run logged after its checkpoint is dropped, so the file
+    reads as one uninterrupted run: the checkpoint records the file's size when it was saved (`metrics_bytes` in its
+    `loop_state.json`), which also drops an evaluation logged at the checkpoint's own step after the save (the resumed
+    run logs it again); without that record, lines of later steps are dropped. The file is rewritten atomically (a
+    run killed while resuming keeps every line), and a last line cut short by a crash is dropped.
     """
 
     def __init__(self, accelerator: Accelerator, output_dir: str, resume_step: int | None = None):
@@ -43,8 +45,13 @@ class MetricsLog:
             os.makedirs(output_dir, exist_ok=True)
             kept = []
             if resume_step is not None and os.path.isfile(self.path):
-                with open(self.path) as file:
-                    lines = [line for line in file if line.strip()]
+                with open(self.path, "rb") as file:
+                    data = file.read()
+                cut = _checkpointed_size(output_dir, resume_step)
+                if cut is not None and cut <= len(data) and (cut == 0 or data[cut - 1 : cut] == b"\n"):
+                    data = data[:cut]
+                pieces = data.decode("utf-8", "replace").split("\n")
+                lines = [line for line in [piece + "\n" for piece in pieces[:-1]] + pieces[-1:] if line.strip()]
                 for number, line in enumerate(lines):
                     try:
                         entry = json.loads(line)
@@ -66,6 +73,19 @@ class MetricsLog:
         if self.accelerator.is_main_process:
             with open(self.path, "a") as file:
                 file.write(json.dumps({"step": step, **values}) + "\n")
+
+
+def _checkpointed_size(output_dir: str, step: int) -> int | None:
+    """The size of the metrics file when the checkpoint of `step` under `output_dir` was saved, if it says."""
+    from .checkpointing import CHECKPOINTS_DIR, LOOP_STATE_FILE
+
+    path = os.path.join(output_dir, CHECKPOINTS_DIR, f"step-{step}", LOOP_STATE_FILE)
+    try:
+        with open(path) as file:
+            size = json.load(file).get("metrics_bytes")
+    except (OSError, ValueError):
+        return None
+    return size if isinstance(size, int) and size >= 0 else None
 
 
 __all__ = ["METRICS_FILE", "MetricsLog", "make_accelerator", "tracker_config"]
