@@ -395,9 +395,9 @@ def run_benchmark(options: argparse.Namespace) -> dict:
             report["measured_target"] = True
         else:
             size = options.fallback_image_size
+            predicted_peak = max(trend[s]["predicted_peak_rss_bytes_at_target"] for s in ("off", "on"))
             reason = "; ".join(
-                [f"predicted peak RSS {max(trend[s]['predicted_peak_rss_bytes_at_target'] for s in ('off', 'on')) / 2**30:.1f}"
-                 f" GiB > --max_gb {options.max_gb:g}"] * (not fits)
+                [f"predicted peak RSS {predicted_peak / 2**30:.1f} GiB > --max_gb {options.max_gb:g}"] * (not fits)
                 + [f"predicted step {trend['predicted_step_seconds_at_target']:.0f} s > --max_step_seconds "
                    f"{options.max_step_seconds:g}"] * (not quick)
                 + ["--skip_target"] * bool(options.skip_target))
@@ -410,7 +410,8 @@ def run_benchmark(options: argparse.Namespace) -> dict:
     # Summary rows: checkpointing off vs on at each measured (batch, size).
     rows = []
     for key in sorted({(v["batch_size"], v["image_size"]) for v in variants}):
-        pair = {("on" if v["checkpointing"] else "off"): v for v in variants if (v["batch_size"], v["image_size"]) == key}
+        pair = {("on" if v["checkpointing"] else "off"): v
+                for v in variants if (v["batch_size"], v["image_size"]) == key}
         off, on = pair["off"], pair["on"]
 
         def gib(field: str) -> dict:

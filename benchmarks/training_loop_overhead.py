@@ -293,7 +293,8 @@ def run_benchmark(options: argparse.Namespace) -> dict:
     for run in runs:
         for j, (lib, bare) in enumerate(zip(run["library_step_seconds"], run["bare_step_seconds"])):
             (after_logging if (j + 1) % options.logging_steps == 0 else other).append(lib - bare)
-    loops["library"]["extra_seconds_median_after_logging_step"] = statistics.median(after_logging) if after_logging else None
+    loops["library"]["extra_seconds_median_after_logging_step"] = (
+        statistics.median(after_logging) if after_logging else None)
     loops["library"]["extra_seconds_median_other_steps"] = statistics.median(other)
     per_step_ratios = [bare / lib for run in runs for lib, bare in zip(run["library_step_seconds"],
                                                                         run["bare_step_seconds"])]
