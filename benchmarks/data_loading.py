@@ -44,6 +44,7 @@ import datasets  # noqa: E402
 import torch  # noqa: E402
 from torch.utils.data import DataLoader  # noqa: E402
 
+from benchmark_report import write_report  # noqa: E402
 from clef_hf import CLEFConfig, CLEFModel, CLEFProcessor, train_clip_tokenizer  # noqa: E402
 from clef_hf.training.augmentation import AugmentationConfig, augment_images  # noqa: E402
 from clef_hf.training.data import EpochSeededSampler, FacialBehaviorCollator, class_weights_from_split  # noqa: E402
@@ -277,11 +278,7 @@ def main() -> None:
         options.batch_size, options.repeats = 4, 1
     report = run_benchmark(options)
     print_table(report)
-    if options.output:
-        os.makedirs(os.path.dirname(os.path.abspath(options.output)), exist_ok=True)
-        with open(options.output, "w", encoding="utf-8") as file:
-            json.dump(report, file, indent=2)
-        print(f"wrote {options.output}")
+    write_report(report, options.output)
 
 
 if __name__ == "__main__":

@@ -31,7 +31,6 @@ at the same batch size; `--zero_shot_single` adds a reference row at `batch_size
 """
 
 import argparse
-import json
 import os
 import platform
 import tempfile
@@ -46,6 +45,7 @@ from PIL import Image  # noqa: E402
 from skimage.data import lfw_subset  # noqa: E402
 from transformers import CLIPConfig, CLIPImageProcessorPil, CLIPModel, CLIPProcessor, pipeline  # noqa: E402
 
+from benchmark_report import write_report  # noqa: E402
 from clef_hf import CLEFConfig, CLEFModel, CLEFProcessor, train_clip_tokenizer  # noqa: E402  (registers the task)
 from clef_hf.vocabulary import NAME_TEMPLATE, au_labels, fill_template  # noqa: E402
 
@@ -271,11 +271,7 @@ def main() -> None:
         options.num_faces, options.batch_size, options.rounds = min(options.num_faces, 4), 2, 1
     report = run_benchmark(options)
     print_table(report)
-    if options.output:
-        os.makedirs(os.path.dirname(os.path.abspath(options.output)), exist_ok=True)
-        with open(options.output, "w", encoding="utf-8") as file:
-            json.dump(report, file, indent=2)
-        print(f"wrote {options.output}")
+    write_report(report, options.output)
 
 
 if __name__ == "__main__":

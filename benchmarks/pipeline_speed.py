@@ -16,7 +16,6 @@ so that agreement is not trivially high for random weights); for expressions, th
 """
 
 import argparse
-import json
 import os
 import platform
 import time
@@ -27,6 +26,7 @@ import numpy as np  # noqa: E402
 import torch  # noqa: E402
 from skimage.data import lfw_subset  # noqa: E402
 
+from benchmark_report import write_report  # noqa: E402
 from clef_hf import CLEFConfig, CLEFModel, CLEFProcessor, FacialBehaviorPipeline, train_clip_tokenizer  # noqa: E402
 from clef_hf.vocabulary import au_labels, expression_labels  # noqa: E402
 
@@ -126,11 +126,7 @@ def main() -> None:
     options = parser.parse_args()
     report = run_benchmark(options)
     print_table(report)
-    if options.output:
-        os.makedirs(os.path.dirname(os.path.abspath(options.output)), exist_ok=True)
-        with open(options.output, "w", encoding="utf-8") as file:
-            json.dump(report, file, indent=2)
-        print(f"wrote {options.output}")
+    write_report(report, options.output)
 
 
 if __name__ == "__main__":

@@ -55,6 +55,8 @@ import sys
 import tempfile
 import time
 
+from benchmark_report import write_report
+
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
@@ -545,11 +547,7 @@ def main() -> None:
         options.probe_batch_sizes, options.probe_steps, options.steps, options.throughput_steps = [2, 4], 1, 1, 2
     report = run_benchmark(options)
     print_table(report)
-    if options.output:
-        os.makedirs(os.path.dirname(os.path.abspath(options.output)), exist_ok=True)
-        with open(options.output, "w", encoding="utf-8") as file:
-            json.dump(report, file, indent=2)
-        print(f"wrote {options.output}")
+    write_report(report, options.output)
 
 
 if __name__ == "__main__":

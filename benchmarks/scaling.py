@@ -29,7 +29,6 @@ What is measured:
 """
 
 import argparse
-import json
 import math
 import os
 import platform
@@ -49,6 +48,7 @@ from torch.utils._python_dispatch import TorchDispatchMode  # noqa: E402
 from torch.utils._pytree import tree_flatten  # noqa: E402
 from transformers import CLIPConfig, CLIPImageProcessorPil, CLIPModel, pipeline  # noqa: E402
 
+from benchmark_report import write_report  # noqa: E402
 from clef_hf import CLEFConfig, CLEFModel, CLEFProcessor, FacialBehaviorPipeline, train_clip_tokenizer  # noqa: E402
 from clef_hf.vocabulary import ACTION_UNITS, NAME_TEMPLATE, au_labels, fill_template  # noqa: E402
 
@@ -451,11 +451,7 @@ def main() -> None:
         options.repeats = 1
     report = run_benchmark(options)
     print_tables(report)
-    if options.output:
-        os.makedirs(os.path.dirname(os.path.abspath(options.output)), exist_ok=True)
-        with open(options.output, "w", encoding="utf-8") as file:
-            json.dump(report, file, indent=2)
-        print(f"wrote {options.output}")
+    write_report(report, options.output)
 
 
 if __name__ == "__main__":

@@ -57,6 +57,7 @@ from accelerate.state import AcceleratorState, GradientState  # noqa: E402
 from accelerate.utils import set_seed  # noqa: E402
 from torch.utils.data import DataLoader  # noqa: E402
 
+from benchmark_report import write_report  # noqa: E402
 from clef_hf.training import FineTuningArguments, finetune  # noqa: E402
 from clef_hf.training.augmentation import augment_images  # noqa: E402
 from clef_hf.training.data import (  # noqa: E402
@@ -392,11 +393,7 @@ def main() -> None:
         if workdir:
             shutil.rmtree(workdir, ignore_errors=True)
     print_table(report)
-    if options.output:
-        os.makedirs(os.path.dirname(os.path.abspath(options.output)), exist_ok=True)
-        with open(options.output, "w", encoding="utf-8") as file:
-            json.dump(report, file, indent=2)
-        print(f"wrote {options.output}")
+    write_report(report, options.output)
     sys.stdout.flush()
 
 

@@ -37,19 +37,10 @@ from clef_hf.image_inputs import load_rgb_image
 from clef_hf.vocabulary import au_labels
 from dataset_builders import BadDataError, DataReport, EmptySplitError, build_dataset, get_builder
 
-pytestmark = pytest.mark.timeout(60)
+pytestmark = [pytest.mark.usefixtures("one_torch_thread"), pytest.mark.timeout(60)]
 
 RNG = np.random.default_rng(0)
 PIXELS = RNG.integers(0, 256, (24, 32, 3), dtype=np.uint8)
-
-
-@pytest.fixture(scope="module", autouse=True)
-def one_torch_thread():
-    """Tiny models on 2 shared cores: one intra-op thread is several times faster than two that wait on each other."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
 
 
 def encoded(fmt: str, pixels: np.ndarray = PIXELS, **options) -> bytes:

@@ -40,16 +40,7 @@ from clef_hf.training.initialization import load_model_and_processor
 from clef_hf.vocabulary import au_labels, expression_labels
 
 ROOT = Path(__file__).resolve().parents[1]
-pytestmark = [pytest.mark.usefixtures("fresh_accelerator_state"), pytest.mark.timeout(120)]
-
-
-@pytest.fixture(scope="module", autouse=True)
-def one_torch_thread():
-    """Tiny models on 2 shared cores: one intra-op thread is several times faster than two that wait on each other."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = [pytest.mark.usefixtures("fresh_accelerator_state", "one_torch_thread"), pytest.mark.timeout(120)]
 
 
 def save_clef(directory: Path, tokenizer, task: str | None, labels: dict | None = None, embed: bool = True) -> Path:
