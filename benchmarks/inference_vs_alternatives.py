@@ -1,4 +1,5 @@
-"""Inference speed of the `facial-behavior` pipeline against the alternatives, on CPU, side by side in one run:
+"""Inference speed of the `facial-behavior` pipeline against the alternatives, side by side in one run (on the CPU by
+default; `--device cuda` runs the same comparison on a GPU, without the CPU-only int8 variant):
 our pipeline in float32, under bfloat16 autocast and with int8 dynamic quantization; transformers'
 `zero-shot-image-classification` pipeline on a `CLIPModel` of the same size with the same 12 AU prompts; and the bare
 image-tower forward (`CLEFModel.get_image_features` on already-preprocessed pixels), the limit any pipeline can reach.
@@ -118,23 +119,25 @@ def au_scores(results: list) -> np.ndarray:
 
 
 def make_variants(clef_dir: str, clip_dir: str, prompts: list[str], faces: list, batch_size: int,
-                  zero_shot_single: bool) -> tuple[dict, float]:
-    """name -> (run(): results, warm_up()) for every variant, and the CLEF model's `au_threshold`."""
+                  zero_shot_single: bool, device: str = "cpu") -> tuple[dict, float]:
+    """name -> (run(): results, warm_up()) for every variant, and the CLEF model's `au_threshold`. On CUDA the int8
+    variant is left out (dynamically quantized layers run on CPU only)."""
     variants = {}
     pipes = {
-        "fp32": (pipeline("facial-behavior", model=clef_dir, device="cpu", detect_faces=False), {}),
-        "bf16 autocast": (pipeline("facial-behavior", model=clef_dir, device="cpu", detect_faces=False),
+        "fp32": (pipeline("facial-behavior", model=clef_dir, device=device, detect_faces=False), {}),
+        "bf16 autocast": (pipeline("facial-behavior", model=clef_dir, device=device, detect_faces=False),
                           {"autocast_bf16": True}),
-        "int8 dynamic": (pipeline("facial-behavior", model=clef_dir, device="cpu", detect_faces=False,
-                                  quantize="int8"), {}),
     }
+    if device == "cpu":
+        pipes["int8 dynamic"] = (pipeline("facial-behavior", model=clef_dir, device="cpu", detect_faces=False,
+                                          quantize="int8"), {})
     for name, (pipe, call) in pipes.items():
         variants[name] = (
             lambda pipe=pipe, call=call: pipe(faces, batch_size=batch_size, **call),
             lambda pipe=pipe, call=call: pipe(faces[:batch_size], batch_size=batch_size, **call),
         )
 
-    zero_shot = pipeline("zero-shot-image-classification", model=clip_dir, device="cpu")
+    zero_shot = pipeline("zero-shot-image-classification", model=clip_dir, device=device)
     zero_shot_call = {"candidate_labels": prompts, "hypothesis_template": "{}"}  # the prompts are already filled in
     variants["zero-shot"] = (
         lambda: zero_shot(faces, batch_size=batch_size, **zero_shot_call),
@@ -148,12 +151,12 @@ def make_variants(clef_dir: str, clip_dir: str, prompts: list[str], faces: list,
 
     # The limit: the same fp32 model's image tower on pixels preprocessed beforehand, no pipeline around it.
     model = pipes["fp32"][0].model
-    pixel_values = pipes["fp32"][0].image_processor(images=faces, return_tensors="pt")["pixel_values"]
+    pixel_values = pipes["fp32"][0].image_processor(images=faces, return_tensors="pt")["pixel_values"].to(device)
 
     def bare(count: int | None = None):
         chunks = pixel_values[:count]
-        with torch.no_grad():
-            return [model.get_image_features(pixel_values=chunk) for chunk in chunks.split(batch_size)]
+        with torch.no_grad():  # .cpu() waits for the device, as the pipelines' results do
+            return [model.get_image_features(pixel_values=chunk).cpu() for chunk in chunks.split(batch_size)]
 
     variants["bare forward"] = (bare, lambda: bare(batch_size))
     return variants, model.config.au_threshold
@@ -166,7 +169,7 @@ def run_benchmark(options: argparse.Namespace) -> dict:
         image_size = (TINY_VISION if options.tiny else CLEFConfig().vision_config.to_dict())["image_size"]
         faces = face_crops(options.num_faces, image_size)
         variants, au_threshold = make_variants(clef_dir, clip_dir, prompts, faces, options.batch_size,
-                                               options.zero_shot_single)
+                                               options.zero_shot_single, options.device)
         for name, (_, warm_up) in variants.items():
             warm_up()
         seconds = {name: [] for name in variants}
@@ -188,7 +191,7 @@ def run_benchmark(options: argparse.Namespace) -> dict:
     median = float(np.median(reference))
     agreement = {"fp32_median_score": median, "fp32_max_score": float(reference.max()), "au_threshold": au_threshold,
                  "fp32_fraction_present_at_au_threshold": float((reference > au_threshold).mean())}
-    for name in ("bf16 autocast", "int8 dynamic"):
+    for name in [name for name in ("bf16 autocast", "int8 dynamic") if name in results]:
         scores = au_scores(results[name])
         measured[name].update(
             max_abs_score_difference=float(np.abs(scores - reference).max()),
@@ -197,16 +200,26 @@ def run_benchmark(options: argparse.Namespace) -> dict:
         )
     ips = {name: row["images_per_second"] for name, row in measured.items()}
     ratios = {f"{a} / {b}": ips[a] / ips[b] for a in ("fp32", "bf16 autocast", "int8 dynamic", "bare forward")
-              for b in ("zero-shot", "bare forward") if a != b}
+              for b in ("zero-shot", "bare forward") if a != b and a in ips}
     if "zero-shot, batch_size=1" in ips:
         ratios["fp32 / zero-shot, batch_size=1"] = ips["fp32"] / ips["zero-shot, batch_size=1"]
     targets = []
     for name, numerator, denominator, minimum in TARGETS:
-        ratio = ips[numerator] / ips[denominator]
-        targets.append({"target": name, "ratio": ratio, "minimum": minimum, "passed": ratio >= minimum})
-    bf16, int8 = targets[2], targets[3]
-    targets.append({"target": "bf16 or int8 >= 2.5x zero-shot", "ratio": max(bf16["ratio"], int8["ratio"]),
-                    "minimum": 2.5, "passed": bf16["passed"] or int8["passed"]})
+        if numerator in ips:
+            ratio = ips[numerator] / ips[denominator]
+            targets.append({"target": name, "ratio": ratio, "minimum": minimum, "passed": ratio >= minimum})
+    if "zero-shot, batch_size=1" in ips:  # both pipelines as a user calls them by default (batch_size=1)
+        ratio = ips["fp32"] / ips["zero-shot, batch_size=1"]
+        targets.append({"target": "fp32 pipeline >= 1.3x zero-shot at the zero-shot pipeline's default batch_size=1",
+                        "ratio": ratio, "minimum": 1.3, "passed": ratio >= 1.3})
+    # No fp32 pipeline can beat the zero-shot pipeline by more than the bare forward does, at the same batch size.
+    ceiling = ips["bare forward"] / ips["zero-shot"]
+    fast = [target for target in targets if target["target"].startswith(("bf16", "int8"))]
+    targets.append({"target": "bf16 or int8 >= 2.5x zero-shot", "ratio": max(t["ratio"] for t in fast),
+                    "minimum": 2.5, "passed": any(t["passed"] for t in fast)})
+    if options.device != "cpu":  # the issue's targets are CPU targets; on a GPU the ratios are reported as they are
+        for target in targets:
+            target["applies"] = False
     return {
         "model": ("tiny test model (2-layer, 32-wide, 32 px): numbers are meaningless" if options.tiny else
                   "CLEFConfig() defaults: ViT-B/16 224 px image encoder, 12-layer 512-wide text encoder, 512-d "
@@ -218,6 +231,7 @@ def run_benchmark(options: argparse.Namespace) -> dict:
         "image_size": image_size,
         "batch_size": options.batch_size,
         "rounds": options.rounds,
+        "device": options.device if options.device == "cpu" else torch.cuda.get_device_name(options.device),
         "torch": torch.__version__,
         "torch_threads": torch.get_num_threads(),
         "cpu_count": os.cpu_count(),
@@ -228,6 +242,7 @@ def run_benchmark(options: argparse.Namespace) -> dict:
         "ratios": ratios,
         "agreement": agreement,
         "targets": targets,
+        "fp32_ceiling_bare_forward_over_zero_shot": ceiling,
     }
 
 
@@ -250,8 +265,10 @@ def print_table(report: dict) -> None:
           f"{report['agreement']['fp32_max_score']:.4f} (threshold {report['agreement']['au_threshold']})")
     print(f"torch threads {report['torch_threads']}, load average {report['load_average_before']} -> "
           f"{report['load_average_after']}")
+    print(f"ceiling for any fp32 pipeline at batch {report['batch_size']}: the bare forward is "
+          f"{report['fp32_ceiling_bare_forward_over_zero_shot']:.2f}x the zero-shot pipeline")
     for target in report["targets"]:
-        verdict = "PASS" if target["passed"] else "FAIL"
+        verdict = ("PASS" if target["passed"] else "FAIL") if target.get("applies", True) else "(CPU target)"
         print(f"{verdict}: {target['target']} (measured {target['ratio']:.2f}x)")
 
 
@@ -262,6 +279,8 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--zero_shot_single", "--zero-shot-single", action="store_true",
                         help="add a reference row: the zero-shot pipeline at batch_size=1")
+    parser.add_argument("--device", default="cpu",
+                        help="cpu (default; the targets are CPU targets) or cuda (int8 is left out: CPU only)")
     parser.add_argument("--tiny", "--quick", action="store_true",
                         help="a tiny model and 4 faces, 1 round: checks the script runs, measures nothing")
     parser.add_argument("--output", default="benchmarks/results/inference_vs_alternatives.json",

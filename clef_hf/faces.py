@@ -26,6 +26,11 @@ def _import_cv2():
         raise ImportError(
             "HaarFaceDetector needs OpenCV: pip install 'opencv-python-headless<5' (5.x ships no Haar cascades)."
         ) from error
+    if not hasattr(cv2, "CascadeClassifier") or not hasattr(getattr(cv2, "data", None), "haarcascades"):
+        raise ImportError(
+            f"HaarFaceDetector needs OpenCV's Haar cascades, which OpenCV {getattr(cv2, '__version__', '?')} lacks "
+            "(5.x dropped them): pip install 'opencv-python-headless<5', or pass detect_faces=False with face crops."
+        )
     return cv2
 
 

@@ -225,4 +225,29 @@ def load_rgb_image(image: ImageInput, timeout: float | None = None) -> Image.Ima
     )
 
 
-__all__ = ["ImageInput", "describe_input", "load_rgb_image", "pil_to_rgb"]
+def as_pil_image_processor(image_processor):
+    """The same CLIP image processing on Pillow, CLEF's training-time backend.
+
+    transformers 5 loads every saved image processor with its torchvision backend when torchvision is installed, even
+    one saved as `CLIPImageProcessorPil`. The two resize differently (up to 0.02 in normalised pixels, seen on a
+    machine with torchvision), so a model would see slightly other pixels than in training. A torchvision
+    `CLIPImageProcessor` is rebuilt as a `CLIPImageProcessorPil` with the same settings; anything else is returned
+    unchanged.
+
+    Args:
+        image_processor: an image processor, or None.
+
+    Returns:
+        A `CLIPImageProcessorPil`, or `image_processor` itself.
+    """
+    if type(image_processor).__name__ != "CLIPImageProcessor":
+        return image_processor
+    from transformers import CLIPImageProcessorPil
+
+    settings = image_processor.to_dict()
+    for key in ("image_processor_type", "processor_class", "auto_map", "_processor_class"):
+        settings.pop(key, None)
+    return CLIPImageProcessorPil.from_dict(settings)
+
+
+__all__ = ["ImageInput", "as_pil_image_processor", "describe_input", "load_rgb_image", "pil_to_rgb"]

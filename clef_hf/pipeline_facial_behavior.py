@@ -34,7 +34,7 @@ from torch import nn
 from transformers.pipelines.base import ChunkPipeline
 
 from .faces import Box, HaarFaceDetector, expand_box
-from .image_inputs import ImageInput, describe_input, load_rgb_image
+from .image_inputs import ImageInput, as_pil_image_processor, describe_input, load_rgb_image
 
 #: The task name `import clef_hf` registers with `transformers.pipeline`.
 TASK = "facial-behavior"
@@ -72,8 +72,9 @@ def quantize_dynamic_int8(model: nn.Module) -> nn.Module:
         from torch.ao.nn.quantized.dynamic import Linear as DynamicQuantizedLinear
         from torch.ao.quantization import default_dynamic_qconfig, quantize_dynamic
 
+        # Packed int8 weights are CPU objects: a model on a GPU is copied to the CPU first.
         quantized = quantize_dynamic(
-            copy.deepcopy(model),
+            copy.deepcopy(model).to("cpu"),
             qconfig_spec={"vision_model": default_dynamic_qconfig, "visual_projection": default_dynamic_qconfig},
             dtype=torch.qint8,
             mapping={nn.Linear: DynamicQuantizedLinear},  # the Linear layers only, not the position embeddings
@@ -146,6 +147,8 @@ class FacialBehaviorPipeline(ChunkPipeline):
             else:
                 kwargs["model"] = quantize_dynamic_int8(kwargs["model"])
         super().__init__(*args, **kwargs)
+        # The training-time (Pillow) resizing, also where transformers picked torchvision for the saved processor.
+        self.image_processor = as_pil_image_processor(self.image_processor)
         if self.tokenizer is not None and callable(getattr(self.model, "encode_texts", None)):
             # A tokenizer that does not fit the text encoder (another vocabulary, another end-of-text id) is refused
             # now with CLEF's TokenizerMismatchError, rather than at the first zero-shot call; encoding no text only

@@ -4,6 +4,7 @@ tokenizer fits a model's text encoder."""
 from transformers import CLIPImageProcessorPil, CLIPTextConfig, ProcessorMixin
 
 from .hub_access import explain_hub_failure
+from .image_inputs import as_pil_image_processor
 
 #: Encoded to detect tokenizers that map ordinary words to the unknown token (see `check_tokenizer_fits`).
 PROBE_TEXT = "a photo of a person with lip corner puller."
@@ -80,6 +81,8 @@ class CLEFProcessor(ProcessorMixin):
         except OSError as error:
             raise explain_hub_failure(pretrained_model_name_or_path, error) from error
         check_tokenizer_fits(processor.tokenizer)
+        # transformers picks torchvision whenever it is installed; CLEF keeps the Pillow resizing it trained with.
+        processor.image_processor = as_pil_image_processor(processor.image_processor)
         return processor
 
     def check_fits(self, text_config: CLIPTextConfig) -> None:

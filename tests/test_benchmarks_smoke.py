@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
-VARIANTS = ("fp32", "bf16 autocast", "int8 dynamic", "zero-shot", "bare forward")
+VARIANTS = ("fp32", "bf16 autocast", "int8 dynamic", "zero-shot", "zero-shot, batch_size=1", "bare forward")
 
 
 @pytest.fixture(scope="module")
@@ -26,6 +26,8 @@ def reports(tmp_path_factory) -> dict:
     for name in ("inference_vs_alternatives", "scaling"):
         output = directory / f"{name}.json"
         command = [sys.executable, str(ROOT / "benchmarks" / f"{name}.py"), "--tiny", "--output", str(output)]
+        if name == "inference_vs_alternatives":
+            command.append("--zero_shot_single")  # the zero-shot pipeline at its default batch_size=1 too
         processes[name] = (subprocess.Popen(command, cwd=ROOT, env=environment, stdout=subprocess.PIPE,
                                             stderr=subprocess.STDOUT, text=True), output)
     loaded = {}
@@ -58,7 +60,10 @@ def test_inference_vs_alternatives_report(reports):
     assert all(_positive(value) for value in report["ratios"].values())
     assert {"fp32 / zero-shot", "fp32 / bare forward", "bf16 autocast / zero-shot",
             "int8 dynamic / zero-shot"} <= set(report["ratios"])
-    assert len(report["targets"]) == 5
+    assert len(report["targets"]) == 6
+    assert "fp32 / zero-shot, batch_size=1" in report["ratios"]
+    assert report["fp32_ceiling_bare_forward_over_zero_shot"] == pytest.approx(
+        report["ratios"]["bare forward / zero-shot"])
     for target in report["targets"]:
         assert _positive(target["ratio"]) and _positive(target["minimum"]) and isinstance(target["passed"], bool)
         assert ("PASS: " if target["passed"] else "FAIL: ") + target["target"] in log

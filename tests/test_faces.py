@@ -1,5 +1,7 @@
 """Face detection and cropping (`dataset_builders.faces`), and the crops a builder stores once while preparing."""
 
+import sys
+
 import numpy as np
 import pytest
 from disfa_fixture import write_disfa
@@ -111,3 +113,15 @@ def test_crops_are_made_once_while_preparing_and_read_from_the_cache(tmp_path, m
     resized, _ = build_dataset("disfa", "fold1", **{**arguments, "face_size": 64})
     assert CountingHaarFaceDetector.calls == 2 * frames
     assert resized["test"][0]["image"].size == (64, 64)
+
+
+def test_an_opencv_without_haar_cascades_is_named_with_the_fix(monkeypatch):
+    """OpenCV 5.x has no `CascadeClassifier` and no `cv2.data` (seen on a GPU machine with opencv-python-headless
+    5.0.0): the detector says so and how to fix it, instead of a bare AttributeError. The stand-in module is what
+    such an OpenCV offers here, where setup.cfg installs OpenCV 4."""
+    import types
+
+    monkeypatch.setitem(sys.modules, "cv2", types.ModuleType("cv2"))
+    sys.modules["cv2"].__version__ = "5.0.0"
+    with pytest.raises(ImportError, match=r"OpenCV 5\.0\.0 lacks .*opencv-python-headless<5.*detect_faces=False"):
+        HaarFaceDetector()

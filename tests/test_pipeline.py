@@ -323,7 +323,7 @@ def test_expression_top_k_sorted_softmax(checkpoints, lfw_faces):
     assert scores == sorted(scores, reverse=True) and abs(sum(scores) - 1) < 1e-5
     pixel_values = pipe.image_processor(load_rgb_image(lfw_faces[0]), return_tensors="pt")["pixel_values"]
     with torch.no_grad():
-        probabilities = torch.softmax(pipe.model(pixel_values=pixel_values).logits[0], dim=-1)
+        probabilities = torch.softmax(pipe.model(pixel_values=pixel_values.to(pipe.device)).logits[0], dim=-1).cpu()
     assert everything[0]["label"] == config.label_ids[int(probabilities.argmax())]
     np.testing.assert_allclose(scores, probabilities.sort(descending=True).values.numpy(), atol=1e-6)
     top3 = pipe(lfw_faces[0], top_k=3)[0]["predictions"]

@@ -8,10 +8,11 @@ import numpy as np
 import pytest
 import torch
 from PIL import Image
-from transformers import AutoProcessor, CLIPTokenizer
+from transformers import AutoImageProcessor, AutoProcessor, CLIPImageProcessorPil, CLIPTokenizer
 
 from clef_hf import CLEFProcessor, TokenizerMismatchError, check_tokenizer_fits, train_clip_tokenizer
 from clef_hf.bpe_tokenizer import EOS_TOKEN
+from clef_hf.image_inputs import as_pil_image_processor
 
 
 def test_trained_tokenizer_is_a_real_clip_bpe(tokenizer):
@@ -47,6 +48,28 @@ def test_processor_round_trip(processor, tmp_path):
         again = loaded(images=[image], text=["a photo of a person with dimpler."], return_tensors="pt")
         torch.testing.assert_close(again["pixel_values"], inputs["pixel_values"])
         assert again["input_ids"].tolist() == inputs["input_ids"].tolist()
+
+
+def test_loaded_processors_keep_the_pillow_backend(processor, tmp_path):
+    processor.save_pretrained(tmp_path)
+    assert type(CLEFProcessor.from_pretrained(tmp_path).image_processor) is CLIPImageProcessorPil
+    assert as_pil_image_processor(processor.image_processor) is processor.image_processor
+    assert as_pil_image_processor(None) is None
+
+
+def test_a_torchvision_clip_image_processor_is_rebuilt_on_pillow(processor, tmp_path):
+    """transformers loads a saved CLIPImageProcessorPil with torchvision when it is installed; its resizing differs,
+    so CLEF rebuilds it on Pillow (seen on a GPU machine with torchvision: 0.4% of the pixels off by up to 0.015)."""
+    pytest.importorskip("torchvision")
+    image = Image.fromarray(np.random.default_rng(0).integers(0, 255, (50, 40, 3), dtype=np.uint8))
+    processor.save_pretrained(tmp_path)
+    torchvision_processor = AutoImageProcessor.from_pretrained(tmp_path, backend="torchvision")
+    assert type(torchvision_processor).__name__ == "CLIPImageProcessor"
+    rebuilt = as_pil_image_processor(torchvision_processor)
+    assert type(rebuilt) is CLIPImageProcessorPil
+    expected = processor.image_processor(image, return_tensors="pt")["pixel_values"]
+    torch.testing.assert_close(rebuilt(image, return_tensors="pt")["pixel_values"], expected)
+    assert not torch.allclose(torchvision_processor(image, return_tensors="pt")["pixel_values"], expected, atol=1e-5)
 
 
 def test_default_processor_is_224_px(tokenizer):

@@ -28,8 +28,10 @@ def loop_arguments(output_dir: str, dataset: str, config_file: str, per_device_b
 
 
 def worker(rank: int, store: str, output_dir: str, dataset: str, config_file: str) -> None:
+    # CUDA hidden: on a one-GPU machine Accelerate's barrier would name GPU `rank` even for gloo on the CPU.
     os.environ.update(RANK=str(rank), LOCAL_RANK=str(rank), WORLD_SIZE=str(WORLD_SIZE),
-                      LOCAL_WORLD_SIZE=str(WORLD_SIZE), OMP_NUM_THREADS="1", GLOO_SOCKET_IFNAME="lo")
+                      LOCAL_WORLD_SIZE=str(WORLD_SIZE), OMP_NUM_THREADS="1", GLOO_SOCKET_IFNAME="lo",
+                      CUDA_VISIBLE_DEVICES="")
     torch.set_num_threads(1)
     dist.init_process_group("gloo", init_method=f"file://{store}", rank=rank, world_size=WORLD_SIZE,
                             timeout=timedelta(seconds=120))
