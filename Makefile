@@ -41,8 +41,12 @@ bench-gpu: $(STAMP)
 	PY=$(PY) sh benchmarks/gpu.sh
 
 # The robustness guarantees of docs/guarantees.md (also part of `make test`).
+GUARANTEES := tests/test_hardening_kill.py tests/test_hardening_inputs.py tests/test_hardening_loading.py \
+	tests/test_processing.py::test_loaded_processors_keep_the_pillow_backend \
+	tests/test_processing.py::test_a_torchvision_clip_image_processor_is_rebuilt_on_pillow \
+	tests/test_faces.py::test_an_opencv_without_haar_cascades_is_named_with_the_fix
 guarantees: $(STAMP)
-	HF_HUB_OFFLINE=1 $(PY) -m pytest -q tests/test_hardening_kill.py tests/test_hardening_inputs.py tests/test_hardening_loading.py
+	HF_HUB_OFFLINE=1 $(PY) -m pytest -q $(GUARANTEES)
 
 clean:
 	rm -rf $(VENV) outputs .pytest_cache
