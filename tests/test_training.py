@@ -10,6 +10,7 @@ import sys
 import time
 from pathlib import Path
 
+import datasets
 import pytest
 import torch
 from accelerate.state import AcceleratorState, GradientState
@@ -211,7 +212,7 @@ def test_latest_ignores_a_checkpoint_whose_save_did_not_finish(tmp_path):
 # ---------------------------------------------------------------- pre-training
 
 
-@pytest.mark.parametrize("losses", ["image_activity", "image"])
+@pytest.mark.parametrize("losses", ["image_activity", "image", "self_supervised"])
 def test_pretraining_runs_and_its_model_fine_tunes(tmp_path, tiny_faces, tiny_config_file, losses):
     result = pretrain(PretrainingArguments(
         output_dir=str(tmp_path / "pre"), dataset=tiny_faces, config_file=tiny_config_file, pretraining_losses=losses,
@@ -245,6 +246,31 @@ def test_image_only_pretraining_leaves_the_text_encoder(tmp_path, tiny_faces, ti
     text_key = "text_projection.weight"
     assert not torch.equal(image_only[text_key], with_text[text_key])
     assert torch.equal(image_only[text_key], fresh.state_dict()[text_key])
+
+
+def test_self_supervised_pretraining_needs_no_activities_and_differs_from_activity_positives(
+        tmp_path, tiny_faces, tiny_config_file):
+    """SimCLR-style pre-training runs on images alone (an expression or unlabelled data set); with activities as
+    positives (PI) the same seed, data and views give other weights, so the labels really changed."""
+    splits = datasets.load_from_disk(tiny_faces)
+    no_labels = str(tmp_path / "images-only")
+    splits.select_columns(["image"]).save_to_disk(no_labels)
+    runs = {}
+    for losses, dataset in (("self_supervised", no_labels), ("image", tiny_faces)):
+        AcceleratorState._reset_state(True)
+        result = pretrain(PretrainingArguments(
+            output_dir=str(tmp_path / losses), dataset=dataset, config_file=tiny_config_file,
+            pretraining_losses=losses, per_device_train_batch_size=16, max_steps=2, report_to="none", seed=1,
+        ))
+        assert math.isfinite(result["train_loss"])
+        runs[losses] = weights(tmp_path / losses / "model")
+    key = "vision_model.embeddings.patch_embedding.weight"
+    assert not torch.equal(runs["self_supervised"][key], runs["image"][key])
+    AcceleratorState._reset_state(True)
+    with pytest.raises(ValueError, match="activity"):  # activity positives do need the activity column
+        pretrain(PretrainingArguments(output_dir=str(tmp_path / "needs"), dataset=no_labels,
+                                      config_file=tiny_config_file, pretraining_losses="image", max_steps=1,
+                                      report_to="none"))
 
 
 # ---------------------------------------------------------------- pieces

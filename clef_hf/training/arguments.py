@@ -25,7 +25,7 @@ DEFAULT_FINE_TUNING_LEARNING_RATE = 2e-4
 #: Table 6's fine-tuning components: image encoder with a linear head (I), plus label names (N), plus descriptions (D).
 COMPONENTS = ("I", "IN", "IND")
 #: Table 6's pre-training variants: image views only (PI, L_IĨ) or image views and activity texts (PA, Eq. 2).
-PRETRAINING_LOSSES = ("image", "image_activity")
+PRETRAINING_LOSSES = ("image", "image_activity", "self_supervised")
 
 
 @dataclass
@@ -160,7 +160,9 @@ class PretrainingArguments(TrainingLoopArguments):
     )
     pretraining_losses: str = field(
         default="image_activity",
-        metadata={"help": "image_activity: Eq. 2, L_IĨ + L_IA (Table 6's PA); image: L_IĨ alone (PI).",
+        metadata={"help": "image_activity: Eq. 2, L_IĨ + L_IA (Table 6's PA); image: L_IĨ alone (PI); "
+                          "self_supervised: SimCLR-style, each image's two views are its only positives (needs no "
+                          "activity labels).",
                   "choices": list(PRETRAINING_LOSSES)},
     )
     temperature: float | None = field(

@@ -2,7 +2,9 @@
 
 Images of the same activity are positives. Each step augments every image twice, embeds one activity prompt per image
 (one template drawn per mini-batch), gathers the features of the whole global batch across processes, and minimises
-Eq. 2 (`L_IĨ + L_IA`), or `L_IĨ` alone for Table 6's image-only pre-training (PI).
+Eq. 2 (`L_IĨ + L_IA`), or `L_IĨ` alone for Table 6's image-only pre-training (PI), or, with
+`--pretraining_losses self_supervised`, `L_IĨ` with each image as its own class (SimCLR-style: the two views of an
+image are its only positives), which needs no activity labels.
 
 `pretrain(args)` reads top to bottom like Accelerate's `complete_nlp_example.py`; `scripts/pretrain.py` calls it.
 """
@@ -81,9 +83,11 @@ def pretrain(args: PretrainingArguments) -> dict:
     # 2. Data: the training split's images and activities.
     with accelerator.main_process_first():
         splits = load_splits(args)
-    train_split = get_split(splits, args.train_split, ("image", "activity", "activity_description"), "--train_split")
-    activities, activity_descriptions = activities_of(train_split)
-    if len(activities) < 2:
+    self_supervised = args.pretraining_losses == "self_supervised"  # no labels: each image is its own class
+    needed = ("image",) if self_supervised else ("image", "activity", "activity_description")
+    train_split = get_split(splits, args.train_split, needed, "--train_split")
+    activities, activity_descriptions = ([], []) if self_supervised else activities_of(train_split)
+    if not self_supervised and len(activities) < 2:
         raise ValueError(f"Pre-training needs at least 2 activities as positives/negatives; got {activities}.")
 
     # 3. Model, prompts, data loader, optimizer, schedule.
@@ -100,14 +104,15 @@ def pretrain(args: PretrainingArguments) -> dict:
     activity_tokens = [
         processor.tokenizer(fill_template(template, activity_descriptions), padding=True, return_tensors="pt")
         for template in templates
-    ]  # per template: (num_activities, length)
+    ] if uses_text else []  # per template: (num_activities, length)
 
     sampler = EpochSeededSampler(len(train_split), args.seed)
     train_dataloader = DataLoader(
         train_split,
         batch_size=args.per_device_train_batch_size,
         sampler=sampler,
-        collate_fn=FacialBehaviorCollator(processor.image_processor, ("activity",), activities),
+        collate_fn=FacialBehaviorCollator(processor.image_processor, () if self_supervised else ("activity",),
+                                          activities),
         num_workers=args.dataloader_num_workers,
     )
     network = ContrastiveFeatures(model)
@@ -146,7 +151,12 @@ def pretrain(args: PretrainingArguments) -> dict:
                     augment_images(pixel_values, generator, args.augmentation),
                     augment_images(pixel_values, generator, args.augmentation),
                 ])  # (2 * batch, 3, size, size): one forward for both views
-                labels = batch["activity"]
+                if self_supervised:  # instance labels, unique across processes: the two views are the positives
+                    count = pixel_values.shape[0]
+                    labels = accelerator.process_index * args.per_device_train_batch_size + torch.arange(
+                        count, device=pixel_values.device)
+                else:
+                    labels = batch["activity"]
                 if uses_text:
                     present, rows = torch.unique(labels, return_inverse=True)  # embed each local activity once
                     tokens = activity_tokens[draw_template(args.seed, micro_step, len(templates))]
