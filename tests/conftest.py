@@ -40,6 +40,12 @@ def tiny_text_config(tokenizer) -> dict:
     }
 
 
+def random_features(n: int, d: int = 8, seed: int = 0, requires_grad: bool = False) -> torch.Tensor:
+    """(n, d) standard-normal float64 features from a seeded generator, for the loss tests."""
+    generator = torch.Generator().manual_seed(seed)
+    return torch.randn(n, d, generator=generator, dtype=torch.float64).requires_grad_(requires_grad)
+
+
 def tiny_vision_config() -> dict:
     return {
         "hidden_size": 32,

@@ -5,6 +5,7 @@ import math
 import pytest
 import torch
 import torch.nn.functional as F
+from conftest import random_features
 
 from clef_hf.losses import (
     au_loss,
@@ -19,9 +20,7 @@ from clef_hf.losses import (
 DTYPE = torch.float64
 
 
-def features(n: int, d: int = 8, seed: int = 0, requires_grad: bool = False) -> torch.Tensor:
-    generator = torch.Generator().manual_seed(seed)
-    return torch.randn(n, d, generator=generator, dtype=DTYPE).requires_grad_(requires_grad)
+features = random_features
 
 
 def unit(v: torch.Tensor) -> torch.Tensor:
