@@ -22,7 +22,7 @@ demo: $(STAMP)
 test: $(STAMP)
 	HF_HUB_OFFLINE=1 $(PY) -m pytest -q
 
-# Every benchmark, each writing its results to benchmarks/results/ (about 30 minutes on 2 CPU cores); on a machine
+# Every benchmark, each writing its results to benchmarks/results/; on a machine
 # where torch sees CUDA, the GPU runs of benchmarks/gpu.sh follow (benchmarks/results/gpu_*.json).
 BENCH := HF_HUB_OFFLINE=1 PYTHONPATH=. $(PY)
 bench: $(STAMP)

@@ -73,6 +73,17 @@ def _gather_without_gradient(tensor: torch.Tensor, world_size: int, name: str) -
     return gathered
 
 
+def _gather_around_local(tensor: torch.Tensor, rank: int, world_size: int, name: str) -> torch.Tensor:
+    """Every process's `tensor` concatenated in rank order, with this process's own rows being `tensor` itself (so
+    its gradient, if any, flows through them); `tensor` unchanged with one process."""
+    _check_process_group(rank, world_size)
+    if world_size == 1:
+        return tensor
+    gathered = _gather_without_gradient(tensor, world_size, name)
+    gathered[rank] = tensor
+    return torch.cat(gathered, dim=0)
+
+
 def gather_features(features: torch.Tensor, rank: int, world_size: int) -> torch.Tensor:
     """The global batch of features, in rank order, with this process's rows still attached to its autograd graph.
 
@@ -91,12 +102,7 @@ def gather_features(features: torch.Tensor, rank: int, world_size: int) -> torch
     Raises:
         ValueError: if the local shapes differ between processes (uneven last batch).
     """
-    _check_process_group(rank, world_size)
-    if world_size == 1:
-        return features
-    gathered = _gather_without_gradient(features, world_size, "features")
-    gathered[rank] = features
-    return torch.cat(gathered, dim=0)
+    return _gather_around_local(features, rank, world_size, "features")
 
 
 def gather_labels(labels: torch.Tensor, rank: int, world_size: int) -> torch.Tensor:
@@ -110,12 +116,7 @@ def gather_labels(labels: torch.Tensor, rank: int, world_size: int) -> torch.Ten
     Returns:
         (world_size * n, ...) labels. With `world_size == 1`, `labels` unchanged.
     """
-    _check_process_group(rank, world_size)
-    if world_size == 1:
-        return labels
-    gathered = _gather_without_gradient(labels, world_size, "labels")
-    gathered[rank] = labels
-    return torch.cat(gathered, dim=0)
+    return _gather_around_local(labels, rank, world_size, "labels")
 
 
 def gather_for_contrastive(*tensors: torch.Tensor, accelerator) -> tuple[torch.Tensor, ...]:

@@ -259,15 +259,10 @@ def finetune(args: FineTuningArguments) -> dict:
             progress.update(1)
             step = loop_state["global_step"]
             if step % args.logging_steps == 0 or step == total_updates:
-                loss = loop_state["running_loss"] / max(1, loop_state["running_count"])
-                values = {"train/loss": loss, "train/learning_rate": scheduler.get_last_lr()[0],
-                          "train/temperature": accelerator.unwrap_model(module).model.temperature.item(),
-                          "train/epoch": epoch}
-                if grad_norm is not None:  # the global gradient norm before clipping, on the step just taken
-                    values["train/grad_norm"] = grad_norm
-                metrics_log.log(values, step)
-                progress.set_postfix(loss=f"{loss:.4f}")
-                loop_state["running_loss"], loop_state["running_count"] = 0.0, 0
+                metrics_log.log_training_window(
+                    loop_state, step, scheduler.get_last_lr()[0], epoch, grad_norm, progress,
+                    temperature=accelerator.unwrap_model(module).model.temperature.item(),
+                )
             if step % args.checkpointing_steps == 0:
                 save_checkpoint(accelerator, args.output_dir, loop_state, args.checkpoints_total_limit)
             if step >= total_updates:

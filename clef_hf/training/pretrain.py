@@ -196,13 +196,8 @@ def pretrain(args: PretrainingArguments) -> dict:
             progress.update(1)
             step = loop_state["global_step"]
             if step % args.logging_steps == 0 or step == total_updates:
-                last_loss = loop_state["running_loss"] / max(1, loop_state["running_count"])
-                values = {"train/loss": last_loss, "train/learning_rate": scheduler.get_last_lr()[0], "train/epoch": epoch}
-                if grad_norm is not None:  # the global gradient norm before clipping, on the step just taken
-                    values["train/grad_norm"] = grad_norm
-                metrics_log.log(values, step)
-                progress.set_postfix(loss=f"{last_loss:.4f}")
-                loop_state["running_loss"], loop_state["running_count"] = 0.0, 0
+                last_loss = metrics_log.log_training_window(loop_state, step, scheduler.get_last_lr()[0], epoch,
+                                                            grad_norm, progress)
             if step % args.checkpointing_steps == 0:
                 save_checkpoint(accelerator, args.output_dir, loop_state, args.checkpoints_total_limit)
             if step >= total_updates:

@@ -74,6 +74,25 @@ class MetricsLog:
             with open(self.path, "a") as file:
                 file.write(json.dumps({"step": step, **values}) + "\n")
 
+    def log_training_window(self, loop_state: dict, step: int, learning_rate: float, epoch: int,
+                            grad_norm: float | None, progress=None, **extra: float) -> float:
+        """Log the mean loss of the batches since the last log (`loop_state`'s running sums, then reset), with the
+        learning rate, any `extra` scalars (as `train/<name>`), the epoch and, when given, the gradient norm.
+
+        Returns:
+            The logged mean loss.
+        """
+        loss = loop_state["running_loss"] / max(1, loop_state["running_count"])
+        values = {"train/loss": loss, "train/learning_rate": learning_rate,
+                  **{f"train/{name}": value for name, value in extra.items()}, "train/epoch": epoch}
+        if grad_norm is not None:  # the global gradient norm before clipping, on the step just taken
+            values["train/grad_norm"] = grad_norm
+        self.log(values, step)
+        if progress is not None:
+            progress.set_postfix(loss=f"{loss:.4f}")
+        loop_state["running_loss"], loop_state["running_count"] = 0.0, 0
+        return loss
+
 
 def _checkpointed_size(output_dir: str, step: int) -> int | None:
     """The size of the metrics file when the checkpoint of `step` under `output_dir` was saved, if it says."""
