@@ -171,6 +171,38 @@ def au_bce_loss(
     return -(weights * per_entry * (labels >= 0)).sum() / labels.numel()
 
 
+def selective_learning_weights(labels: torch.Tensor, target_rate: float = 0.5, eps: float = 1e-6) -> torch.Tensor:
+    """The per-image, per-AU weights w_c of Eq. 2: Selective Learning (Hand et al., AAAI 2018) towards a uniform
+    distribution, computed on the batch (Sec. 3.2).
+
+    With b_c the share of positives among the batch's known labels of AU c and t the target rate (0.5, "the uniform
+    distribution"), positives of AU c weigh t / b_c and negatives (1 - t) / (1 - b_c), so that each AU's positives
+    and negatives carry the target's shares of the loss. An AU with no known label, no positive or no negative in the
+    batch keeps weight 1 (nothing can be rebalanced); unknown labels (-1) get weight 0. Selective Learning also drops
+    samples of the majority; this is its weighting, which is what Eq. 2's w_c takes.
+
+    Args:
+        labels: (B, C) with 1 (present), 0 (absent) or -1 (unknown).
+        target_rate: t, the target share of positives.
+        eps: floor on b_c and 1 - b_c.
+
+    Returns:
+        (B, C) weights, without gradient.
+    """
+    if labels.dim() != 2:
+        raise ValueError(f"selective_learning_weights needs labels of shape (batch, num_aus), got {tuple(labels.shape)}.")
+    if not 0 < target_rate < 1:
+        raise ValueError(f"selective_learning_weights needs a target_rate in (0, 1), got {target_rate}.")
+    known = (labels >= 0).float()
+    positive = (labels == 1).float()
+    negative = known - positive
+    rate = positive.sum(0) / known.sum(0).clamp(min=1)  # (C,) b_c
+    balanced = (positive.sum(0) > 0) & (negative.sum(0) > 0)  # (C,) AUs that can be rebalanced
+    positive_weight = torch.where(balanced, target_rate / rate.clamp(min=eps), torch.ones_like(rate))
+    negative_weight = torch.where(balanced, (1 - target_rate) / (1 - rate).clamp(min=eps), torch.ones_like(rate))
+    return (positive * positive_weight + negative * negative_weight).detach()
+
+
 def stage_one_loss(bce_loss: torch.Tensor, identity_loss: torch.Tensor, bce_weight: float = 0.4) -> torch.Tensor:
     """Eq. 3, the stage-I loss L_1 = λ L_BCE + (1 - λ) L_ID.
 
@@ -293,6 +325,7 @@ __all__ = [
     "identity_loss",
     "label_contrastive_loss",
     "orthogonality_loss",
+    "selective_learning_weights",
     "stage_one_loss",
     "stage_two_loss",
 ]

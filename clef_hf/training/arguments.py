@@ -24,8 +24,11 @@ DEFAULT_FINE_TUNING_LEARNING_RATE = 2e-4
 
 #: Table 6's fine-tuning components: image encoder with a linear head (I), plus label names (N), plus descriptions (D).
 COMPONENTS = ("I", "IN", "IND")
-#: Table 6's pre-training variants: image views only (PI, L_IĨ) or image views and activity texts (PA, Eq. 2).
-PRETRAINING_LOSSES = ("image", "image_activity", "self_supervised")
+#: Pre-training objectives: Table 6's image views only (PI, L_IĨ) and image views with activity texts (PA, Eq. 2);
+#: SimCLR-style instance discrimination; EmoCo (Sun et al., FG 2021) on expression labels.
+PRETRAINING_LOSSES = ("image", "image_activity", "self_supervised", "emoco")
+#: Fine-tuning objectives: CLEF's stage 2 (Eq. 3-6 of the CLEF paper) or CL-ILE's two stages (Lian et al., BMVC 2023).
+OBJECTIVES = ("clef", "cl_ile")
 
 
 @dataclass
@@ -162,7 +165,8 @@ class PretrainingArguments(TrainingLoopArguments):
         default="image_activity",
         metadata={"help": "image_activity: Eq. 2, L_IĨ + L_IA (Table 6's PA); image: L_IĨ alone (PI); "
                           "self_supervised: SimCLR-style, each image's two views are its only positives (needs no "
-                          "activity labels).",
+                          "activity labels); emoco: EmoCo's Eq. 1, emotion classification plus emotion-aware "
+                          "contrast against a momentum encoder's multi-queue dictionary (needs expression labels).",
                   "choices": list(PRETRAINING_LOSSES)},
     )
     temperature: float | None = field(
@@ -171,6 +175,13 @@ class PretrainingArguments(TrainingLoopArguments):
     model_output_dir: str | None = field(
         default=None, metadata={"help": "Where the pre-trained CLEF model goes (default: output_dir/model)."}
     )
+    emoco_queue_size: int = field(default=65536, metadata={"help": "EmoCo: keys per emotion queue, K (paper: 65536)."})
+    emoco_momentum: float = field(default=0.999, metadata={"help": "EmoCo: momentum m of Eq. 3 (paper: 0.999)."})
+    emoco_temperature: float = field(default=0.2, metadata={"help": "EmoCo: τ of Eq. 5 (paper: 0.2)."})
+    emoco_loss_weight: float = field(default=1.0, metadata={"help": "EmoCo: λ of Eq. 1, on L_emo (paper: 1)."})
+    emoco_feature_dim: int = field(
+        default=128, metadata={"help": "EmoCo: output size of the MLP projection head, the keys' size (paper: 128)."}
+    )
 
     def __post_init__(self) -> None:
         super().__post_init__()
@@ -178,6 +189,15 @@ class PretrainingArguments(TrainingLoopArguments):
             raise ValueError(f"--pretraining_losses must be one of {PRETRAINING_LOSSES}, got {self.pretraining_losses!r}.")
         if self.temperature is not None and self.temperature <= 0:
             raise ValueError(f"--temperature must be > 0, got {self.temperature}.")
+        for name in ("emoco_queue_size", "emoco_feature_dim"):
+            if getattr(self, name) < 1:
+                raise ValueError(f"--{name} must be >= 1, got {getattr(self, name)}.")
+        if not 0 <= self.emoco_momentum < 1:
+            raise ValueError(f"--emoco_momentum must lie in [0, 1), got {self.emoco_momentum}.")
+        if self.emoco_temperature <= 0:
+            raise ValueError(f"--emoco_temperature must be > 0, got {self.emoco_temperature}.")
+        if self.emoco_loss_weight < 0:
+            raise ValueError(f"--emoco_loss_weight must be >= 0, got {self.emoco_loss_weight}.")
         if self.model_output_dir is None:
             self.model_output_dir = os.path.join(self.output_dir, "model")
 
@@ -207,11 +227,39 @@ class FineTuningArguments(TrainingLoopArguments):
     best_model_dir: str | None = field(
         default=None, metadata={"help": "Where the best model goes, ready for the Hub (default: output_dir/best)."}
     )
+    objective: str = field(
+        default="clef",
+        metadata={"help": "clef: CLEF's stage 2 with --components; cl_ile: CL-ILE's stage I (ID encoder and "
+                          "identity-label embeddings, Eq. 3) then stage II (Eq. 6), for AUs, on data with a subject "
+                          "column.", "choices": list(OBJECTIVES)},
+    )
+    cl_ile_stage_one_fraction: float = field(
+        default=0.5,
+        metadata={"help": "CL-ILE: the share of the optimizer steps spent in stage I (the paper gives 20 epochs in all "
+                          "on BP4D, not their split)."},
+    )
+    cl_ile_identity_bce_weight: float = field(default=0.4, metadata={"help": "CL-ILE: λ of Eq. 3 (paper: 0.4)."})
+    cl_ile_bce_weight: float = field(default=1.0, metadata={"help": "CL-ILE: λ_1 of Eq. 6 (paper: 1)."})
+    cl_ile_orthogonality_weight: float = field(default=0.5, metadata={"help": "CL-ILE: λ_2 of Eq. 6 (paper: 0.5)."})
+    cl_ile_contrastive_weight: float = field(default=0.4, metadata={"help": "CL-ILE: λ_3 of Eq. 6 (paper: 0.4)."})
+    cl_ile_temperature: float = field(default=2.0, metadata={"help": "CL-ILE: τ of Eq. 5 (paper: 2)."})
 
     def __post_init__(self) -> None:
         super().__post_init__()
         if self.components not in COMPONENTS:
             raise ValueError(f"--components must be one of {COMPONENTS}, got {self.components!r}.")
+        if self.objective not in OBJECTIVES:
+            raise ValueError(f"--objective must be one of {OBJECTIVES}, got {self.objective!r}.")
+        if self.objective == "cl_ile" and self.task == "expression":
+            raise ValueError("--objective cl_ile detects AUs (CL-ILE has no expression loss); use --task au.")
+        if not 0 < self.cl_ile_stage_one_fraction < 1:
+            raise ValueError(f"--cl_ile_stage_one_fraction must lie in (0, 1), got {self.cl_ile_stage_one_fraction}.")
+        for name in ("cl_ile_identity_bce_weight", "cl_ile_bce_weight", "cl_ile_orthogonality_weight",
+                     "cl_ile_contrastive_weight"):
+            if getattr(self, name) < 0:
+                raise ValueError(f"--{name} must be >= 0, got {getattr(self, name)}.")
+        if self.cl_ile_temperature <= 0:
+            raise ValueError(f"--cl_ile_temperature must be > 0, got {self.cl_ile_temperature}.")
         if self.task is not None and self.task not in ("au", "expression"):
             raise ValueError(f"--task must be au or expression, got {self.task!r}.")
         if self.learning_rate is None:
@@ -244,6 +292,7 @@ __all__ = [
     "DataArguments",
     "EvaluationArguments",
     "FineTuningArguments",
+    "OBJECTIVES",
     "PAPER_FINE_TUNING_LEARNING_RATES",
     "PRETRAINING_LOSSES",
     "PretrainingArguments",

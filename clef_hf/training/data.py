@@ -89,24 +89,30 @@ class FacialBehaviorCollator:
     indices, and per requested label column:
       - `au`: (batch, num_aus) int64, 1 / 0 / -1 (unknown);
       - `expression`: (batch,) int64 class indices;
-      - `activity`: (batch,) int64 ids, positions of the row's activity in `activities`.
+      - a string column named in `categories` (`activity`, `subject`): (batch,) int64 ids, the positions of the
+        rows' values in `categories[column]`.
     """
 
-    def __init__(self, image_processor, label_columns: tuple[str, ...] = (), activities: list[str] | None = None):
+    def __init__(
+        self, image_processor, label_columns: tuple[str, ...] = (), categories: dict[str, list[str]] | None = None
+    ):
         self.image_processor = image_processor
         self.label_columns = label_columns
-        self.activity_index = {activity: i for i, activity in enumerate(activities or [])}
+        self.category_index = {
+            column: {value: i for i, value in enumerate(values)} for column, values in (categories or {}).items()
+        }
 
     def __call__(self, rows: list[dict]) -> dict[str, torch.Tensor]:
         images = [row["image"].convert("RGB") for row in rows]
         batch = {"pixel_values": self.image_processor(images=images, return_tensors="pt")["pixel_values"]}
         for column in self.label_columns:
             values = [row[column] for row in rows]
-            if column == "activity":
-                unknown = sorted({value for value in values if value not in self.activity_index})
+            if column in self.category_index:
+                index = self.category_index[column]
+                unknown = sorted({value for value in values if value not in index})
                 if unknown:
-                    raise ValueError(f"activity {unknown} is not among the training split's {sorted(self.activity_index)}.")
-                values = [self.activity_index[value] for value in values]
+                    raise ValueError(f"{column} {unknown} is not among the training split's {sorted(index)}.")
+                values = [index[value] for value in values]
             batch[column] = torch.tensor(values, dtype=torch.long)
         return batch
 

@@ -1,6 +1,10 @@
 """Stage 2 of CLEF: fine-tuning for AU detection or expression recognition (paper Sec. 3.2, Eq. 3-6), with the
 ablations of Table 6, evaluation after every epoch and the best model kept as a Hub-ready folder.
 
+`--objective cl_ile` trains CL-ILE instead (Lian et al., BMVC 2023) in the same loop: its stage I (the ID encoder and
+identity-label embeddings, Eq. 3) for the first `cl_ile_stage_one_fraction` of the steps, then its stage II (the
+general encoder and AU embeddings, Eq. 6), each with its own warm-up and decay; evaluation starts with stage II.
+
 `finetune(args)` reads top to bottom like Accelerate's `complete_nlp_example.py`; `scripts/finetune.py` calls it.
 """
 
@@ -15,6 +19,7 @@ from torch import nn
 from torch.utils.data import DataLoader
 from tqdm.auto import tqdm
 
+from ..cl_ile.modeling import CLILEModule
 from ..losses import au_loss, expression_loss, name_description_loss
 from ..modeling_clef import CLEFModel, CLEFOutput
 from ..vocabulary import fill_template
@@ -143,7 +148,8 @@ def finetune(args: FineTuningArguments) -> dict:
         "class_weights", "best_model_dir"}`, also written to `output_dir/all_results.json`.
     """
     # 1. Devices, precision, trackers; seeding.
-    accelerator = make_accelerator(args)
+    cl_ile = args.objective == "cl_ile"
+    accelerator = make_accelerator(args, find_unused_parameters=cl_ile)  # each CL-ILE stage trains half the module
     set_seed(args.seed)
 
     # 2. Data: training and held-out splits, the label set and the class weights of Eq. 4-5.
@@ -151,7 +157,11 @@ def finetune(args: FineTuningArguments) -> dict:
         splits = load_splits(args)
     probe = get_split(splits, args.train_split, ("image",), "--train_split")
     task = infer_task(probe, args.task)
-    train_split = get_split(splits, args.train_split, ("image", task), "--train_split")
+    if cl_ile and task != "au":
+        raise ValueError(f"--objective cl_ile detects AUs; the data gives task {task!r}.")
+    train_split = get_split(splits, args.train_split, ("image", task, "subject") if cl_ile else ("image", task),
+                            "--train_split")
+    subjects = sorted(set(train_split["subject"])) if cl_ile else []  # CL-ILE: one set of ILEs per subject
     eval_split = get_split(splits, args.eval_split, ("image", task), "--eval_split")
     labels = labels_of_split(train_split, task)
     class_weights = class_weights_from_split(train_split, task, len(labels["label_names"]))
@@ -174,17 +184,31 @@ def finetune(args: FineTuningArguments) -> dict:
 
     sampler = EpochSeededSampler(len(train_split), args.seed)
     collator = FacialBehaviorCollator(processor.image_processor, (task,))
+    train_collator = FacialBehaviorCollator(processor.image_processor, (task, "subject"), {"subject": subjects}) \
+        if cl_ile else collator
     train_dataloader = DataLoader(train_split, batch_size=args.per_device_train_batch_size, sampler=sampler,
-                                  collate_fn=collator, num_workers=args.dataloader_num_workers)
+                                  collate_fn=train_collator, num_workers=args.dataloader_num_workers)
     eval_dataloader = DataLoader(eval_split, batch_size=args.per_device_eval_batch_size, collate_fn=collator,
                                  num_workers=args.dataloader_num_workers)
-    module = FineTuningModule(model, args.components)
+    if cl_ile:
+        module = CLILEModule(
+            model, len(subjects), args.cl_ile_identity_bce_weight, args.cl_ile_bce_weight,
+            args.cl_ile_orthogonality_weight, args.cl_ile_contrastive_weight, args.cl_ile_temperature,
+        )
+    else:
+        module = FineTuningModule(model, args.components)
     optimizer = make_optimizer(module, args)
     module, optimizer, train_dataloader, eval_dataloader = accelerator.prepare(
         module, optimizer, train_dataloader, eval_dataloader
     )
     updates_per_epoch, total_updates, warmup_updates = training_steps(args, len(train_dataloader))
-    scheduler = make_scheduler(optimizer, args, total_updates, warmup_updates)
+    stages = None
+    if cl_ile:  # the steps of stage I, then of stage II
+        if total_updates < 2:
+            raise ValueError(f"--objective cl_ile needs at least 2 optimizer steps (one per stage), got {total_updates}.")
+        stage_one_updates = min(total_updates - 1, max(1, round(args.cl_ile_stage_one_fraction * total_updates)))
+        stages = (stage_one_updates, total_updates - stage_one_updates)
+    scheduler = make_scheduler(optimizer, args, total_updates, warmup_updates, stages)
     accelerator.register_for_checkpointing(scheduler)
     num_epochs = math.ceil(total_updates / updates_per_epoch)
     device = accelerator.device
@@ -198,7 +222,7 @@ def finetune(args: FineTuningArguments) -> dict:
     if checkpoint is not None:
         loop_state = load_checkpoint(accelerator, checkpoint)
         accelerator.print(f"Resumed from {checkpoint} at step {loop_state['global_step']}.")
-    elif args.text_warmup_steps and args.components != "I":
+    elif args.text_warmup_steps and args.components != "I" and not cl_ile:
         warm_up_label_texts(
             accelerator.unwrap_model(module).model,
             {k: v.to(device) for k, v in name_tokens.items()},
@@ -211,7 +235,9 @@ def finetune(args: FineTuningArguments) -> dict:
     best_key = BEST_METRIC[task]
 
     def end_of_epoch(epoch: int) -> None:
-        """Evaluate, log, and keep the model if it is the best so far."""
+        """Evaluate, log, and keep the model if it is the best so far (CL-ILE: from its stage II on)."""
+        if stages is not None and loop_state["global_step"] <= stages[0]:
+            return  # the general encoder has not been trained yet
         unwrapped = accelerator.unwrap_model(module)
         metrics = evaluate_model(accelerator, unwrapped.model, eval_dataloader, task,
                                  unwrapped.label_embeddings(processor.tokenizer))
@@ -234,15 +260,21 @@ def finetune(args: FineTuningArguments) -> dict:
             micro_step = epoch * len(train_dataloader) + loop_state["batches_done"]
             with accelerator.accumulate(module):
                 generator = step_generator(args.seed, micro_step, accelerator.process_index)
-                descriptions = description_tokens[draw_template(args.seed, micro_step, len(description_tokens))]
-                output = module(
-                    pixel_values=augment_images(batch["pixel_values"], generator, args.augmentation),
-                    labels=batch[task],
-                    class_weights=weights,
-                    **name_inputs,
-                    description_input_ids=descriptions["input_ids"].to(device),
-                    description_attention_mask=descriptions["attention_mask"].to(device),
-                )
+                pixel_values = augment_images(batch["pixel_values"], generator, args.augmentation)
+                if cl_ile:
+                    stage = 1 if loop_state["global_step"] < stages[0] else 2
+                    output = module(pixel_values=pixel_values, labels=batch[task], subject_ids=batch["subject"],
+                                    stage=stage)
+                else:
+                    descriptions = description_tokens[draw_template(args.seed, micro_step, len(description_tokens))]
+                    output = module(
+                        pixel_values=pixel_values,
+                        labels=batch[task],
+                        class_weights=weights,
+                        **name_inputs,
+                        description_input_ids=descriptions["input_ids"].to(device),
+                        description_attention_mask=descriptions["attention_mask"].to(device),
+                    )
                 accelerator.backward(output.loss)
                 if accelerator.sync_gradients and args.max_grad_norm:
                     grad_norm = accelerator.clip_grad_norm_(module.parameters(), args.max_grad_norm).item()
@@ -261,7 +293,7 @@ def finetune(args: FineTuningArguments) -> dict:
             if step % args.logging_steps == 0 or step == total_updates:
                 metrics_log.log_training_window(
                     loop_state, step, scheduler.get_last_lr()[0], epoch, grad_norm, progress,
-                    temperature=accelerator.unwrap_model(module).model.temperature.item(),
+                    temperature=None if cl_ile else accelerator.unwrap_model(module).model.temperature.item(),
                 )
             if step % args.checkpointing_steps == 0:
                 save_checkpoint(accelerator, args.output_dir, loop_state, args.checkpoints_total_limit)
@@ -281,7 +313,8 @@ def finetune(args: FineTuningArguments) -> dict:
     baseline = baseline_metrics(train_split, eval_split, task, list(labels["label_ids"]))
     results = {
         "baseline": baseline,
-        "task": task, "components": args.components, "global_step": loop_state["global_step"],
+        "task": task, "objective": args.objective, "components": None if cl_ile else args.components,
+        "global_step": loop_state["global_step"],
         "best_epoch": loop_state["best_epoch"], "best_metric": loop_state["best_metric"], "best": best,
         "history": loop_state["history"], "class_weights": class_weights, "best_model_dir": args.best_model_dir,
     }

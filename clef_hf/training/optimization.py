@@ -50,14 +50,39 @@ def training_steps(args: TrainingLoopArguments, batches_per_epoch: int) -> tuple
     return updates_per_epoch, total, warmup
 
 
-def make_scheduler(optimizer: torch.optim.Optimizer, args: TrainingLoopArguments, total: int, warmup: int):
-    """Linear warm-up over `warmup` steps, then cosine decay to `min_learning_rate` at step `total`."""
-    return get_cosine_with_min_lr_schedule_with_warmup(
-        optimizer,
-        num_warmup_steps=warmup,
-        num_training_steps=total,
-        min_lr_rate=min(1.0, args.min_learning_rate / args.learning_rate),
-    )
+def make_scheduler(
+    optimizer: torch.optim.Optimizer, args: TrainingLoopArguments, total: int, warmup: int,
+    stages: tuple[int, ...] | None = None,
+):
+    """Linear warm-up over `warmup` steps, then cosine decay to `min_learning_rate` at step `total`.
+
+    With `stages` (their lengths in steps, summing to `total`), the schedule starts again at each stage: its own
+    warm-up (at most the stage's length) and decay. CL-ILE trains one network after the other, and the second should
+    not start where the first one's decay left the rate.
+    """
+    floor = min(1.0, args.min_learning_rate / args.learning_rate)
+    if stages is None:
+        return get_cosine_with_min_lr_schedule_with_warmup(
+            optimizer, num_warmup_steps=warmup, num_training_steps=total, min_lr_rate=floor
+        )
+    if sum(stages) != total or min(stages) < 1:
+        raise ValueError(f"stages {stages} must be positive step counts summing to {total}.")
+
+    def factor(step: int) -> float:
+        start = 0
+        for length in stages[:-1]:  # find the stage of `step`; steps past the end stay in the last one
+            if step < start + length:
+                break
+            start += length
+        else:
+            length = stages[-1]
+        local, stage_warmup = step - start, min(warmup, length)
+        if local < stage_warmup:
+            return local / stage_warmup
+        progress = min(1.0, (local - stage_warmup) / max(1, length - stage_warmup))
+        return floor + (1 - floor) * 0.5 * (1 + math.cos(math.pi * progress))
+
+    return torch.optim.lr_scheduler.LambdaLR(optimizer, factor)
 
 
 __all__ = ["make_optimizer", "make_scheduler", "text_parameter_names", "training_steps"]

@@ -6,6 +6,11 @@ Eq. 2 (`L_IĨ + L_IA`), or `L_IĨ` alone for Table 6's image-only pre-training (
 `--pretraining_losses self_supervised`, `L_IĨ` with each image as its own class (SimCLR-style: the two views of an
 image are its only positives), which needs no activity labels.
 
+`--pretraining_losses emoco` trains EmoCo's objective instead (Sun et al., FG 2021, Eq. 1-5) from expression labels:
+the first view goes through the online encoder (the CLEF model's vision side and an MLP head), the second through the
+momentum encoder; the loss is the emotion classification of the queries plus their contrast with the keys stored in
+the queue of their own emotion. It needs no activities, so it pre-trains on RAF-DB, AffectNet or FERPlus.
+
 `pretrain(args)` reads top to bottom like Accelerate's `complete_nlp_example.py`; `scripts/pretrain.py` calls it.
 """
 
@@ -20,6 +25,8 @@ from torch import nn
 from torch.utils.data import DataLoader
 from tqdm.auto import tqdm
 
+from ..emoco import emoco_loss, emotion_aware_contrastive_loss, emotion_classification_loss
+from ..emoco.modeling import EmoCoPretrainingModule
 from ..losses import pretraining_loss, supervised_contrastive_loss
 from ..modeling_clef import CLEFModel
 from ..vocabulary import fill_template
@@ -35,7 +42,7 @@ from .data import (
     load_splits,
 )
 from .distributed import gather_features, gather_labels
-from .initialization import load_model_and_processor
+from .initialization import labels_of_split, load_model_and_processor
 from .optimization import make_optimizer, make_scheduler, training_steps
 from .tracking import MetricsLog, make_accelerator, tracker_config
 
@@ -80,14 +87,17 @@ def pretrain(args: PretrainingArguments) -> dict:
     accelerator = make_accelerator(args)
     set_seed(args.seed)
 
-    # 2. Data: the training split's images and activities.
+    # 2. Data: the training split's images and activities (or expressions, for EmoCo).
     with accelerator.main_process_first():
         splits = load_splits(args)
     self_supervised = args.pretraining_losses == "self_supervised"  # no labels: each image is its own class
-    needed = ("image",) if self_supervised else ("image", "activity", "activity_description")
+    emoco = args.pretraining_losses == "emoco"
+    label_column = None if self_supervised else "expression" if emoco else "activity"
+    needed = {None: ("image",), "expression": ("image", "expression"),
+              "activity": ("image", "activity", "activity_description")}[label_column]
     train_split = get_split(splits, args.train_split, needed, "--train_split")
-    activities, activity_descriptions = ([], []) if self_supervised else activities_of(train_split)
-    if not self_supervised and len(activities) < 2:
+    activities, activity_descriptions = activities_of(train_split) if label_column == "activity" else ([], [])
+    if label_column == "activity" and len(activities) < 2:
         raise ValueError(f"Pre-training needs at least 2 activities as positives/negatives; got {activities}.")
 
     # 3. Model, prompts, data loader, optimizer, schedule.
@@ -111,11 +121,15 @@ def pretrain(args: PretrainingArguments) -> dict:
         train_split,
         batch_size=args.per_device_train_batch_size,
         sampler=sampler,
-        collate_fn=FacialBehaviorCollator(processor.image_processor, () if self_supervised else ("activity",),
-                                          activities),
+        collate_fn=FacialBehaviorCollator(processor.image_processor, (label_column,) if label_column else (),
+                                          {"activity": activities}),
         num_workers=args.dataloader_num_workers,
     )
-    network = ContrastiveFeatures(model)
+    if emoco:
+        emotions = labels_of_split(train_split, "expression")["label_names"]
+        network = EmoCoPretrainingModule(model, len(emotions), args.emoco_feature_dim, args.emoco_queue_size)
+    else:
+        network = ContrastiveFeatures(model)
     optimizer = make_optimizer(network, args)
     network, optimizer, train_dataloader = accelerator.prepare(network, optimizer, train_dataloader)
     updates_per_epoch, total_updates, warmup_updates = training_steps(args, len(train_dataloader))
@@ -146,45 +160,20 @@ def pretrain(args: PretrainingArguments) -> dict:
             micro_step = epoch * len(train_dataloader) + loop_state["batches_done"]
             with accelerator.accumulate(network):
                 generator = step_generator(args.seed, micro_step, accelerator.process_index)
-                pixel_values = batch["pixel_values"]
-                views = torch.cat([
-                    augment_images(pixel_values, generator, args.augmentation),
-                    augment_images(pixel_values, generator, args.augmentation),
-                ])  # (2 * batch, 3, size, size): one forward for both views
-                if self_supervised:  # instance labels, unique across processes: the two views are the positives
-                    count = pixel_values.shape[0]
-                    labels = accelerator.process_index * args.per_device_train_batch_size + torch.arange(
-                        count, device=pixel_values.device)
+                if emoco:
+                    loss = emoco_batch_loss(accelerator, network, batch, generator, args)
                 else:
-                    labels = batch["activity"]
-                if uses_text:
-                    present, rows = torch.unique(labels, return_inverse=True)  # embed each local activity once
-                    tokens = activity_tokens[draw_template(args.seed, micro_step, len(templates))]
-                    image_features, text_features = network(
-                        views,
-                        tokens["input_ids"][present.cpu()].to(accelerator.device),
-                        tokens["attention_mask"][present.cpu()].to(accelerator.device),
-                    )
-                    activity_features = text_features[rows]  # (batch, d): each image's activity text
-                else:
-                    image_features, _ = network(views)
-                image_features, augmented_features = image_features.float().chunk(2)
-
-                # The contrastive losses see the global batch; see distributed.gather_features for the gradients.
-                rank, world = accelerator.process_index, accelerator.num_processes
-                all_labels = gather_labels(labels, rank, world)
-                all_images = gather_features(image_features, rank, world)
-                all_augmented = gather_features(augmented_features, rank, world)
-                if uses_text:
-                    all_activities = gather_features(activity_features.float(), rank, world)
-                    loss = pretraining_loss(all_images, all_augmented, all_activities, all_labels, temperature)
-                else:
-                    loss = supervised_contrastive_loss(all_images, all_augmented, all_labels, temperature)
-                accelerator.backward(loss * world)  # data-parallel training averages gradients over processes
+                    tokens = activity_tokens[draw_template(args.seed, micro_step, len(templates))] if uses_text else None
+                    loss = contrastive_batch_loss(accelerator, network, batch, generator, args, tokens, temperature)
+                # The contrastive losses are those of the global batch, the same on every process, and data-parallel
+                # training averages gradients over processes: scale by the world size. EmoCo's loss is per process.
+                accelerator.backward(loss if emoco else loss * accelerator.num_processes)
                 if accelerator.sync_gradients and args.max_grad_norm:
                     grad_norm = accelerator.clip_grad_norm_(network.parameters(), args.max_grad_norm).item()
                 optimizer.step()
                 optimizer.zero_grad()
+                if emoco and accelerator.sync_gradients:  # Eq. 3 after each update of the online encoder
+                    accelerator.unwrap_model(network).update_momentum_encoder(args.emoco_momentum)
 
             loop_state["batches_done"] += 1
             loop_state["running_loss"] += loss.item()
@@ -224,4 +213,91 @@ def pretrain(args: PretrainingArguments) -> dict:
     return {"global_step": loop_state["global_step"], "train_loss": last_loss, "model_dir": args.model_output_dir}
 
 
-__all__ = ["ContrastiveFeatures", "draw_template", "pretrain", "step_generator"]
+def contrastive_batch_loss(
+    accelerator, network: nn.Module, batch: dict, generator: torch.Generator, args: PretrainingArguments,
+    activity_tokens: dict | None, temperature: float,
+) -> torch.Tensor:
+    """CLEF's Eq. 2 (`image_activity`), `L_IĨ` (`image`) or the SimCLR-style `L_IĨ` (`self_supervised`) of one
+    micro-batch, over the global batch.
+
+    Args:
+        batch: `pixel_values` (batch, 3, size, size) and, except for `self_supervised`, `activity` (batch,).
+        generator: the micro-batch's augmentation source (`step_generator`).
+        activity_tokens: the mini-batch's prompt template filled with every activity's description, tokenised
+            (`input_ids`, `attention_mask` of shape (num_activities, length)); None when the text side is unused.
+
+    Returns:
+        The scalar loss, the same on every process.
+    """
+    pixel_values = batch["pixel_values"]
+    views = torch.cat([
+        augment_images(pixel_values, generator, args.augmentation),
+        augment_images(pixel_values, generator, args.augmentation),
+    ])  # (2 * batch, 3, size, size): one forward for both views
+    if "activity" in batch:
+        labels = batch["activity"]
+    else:  # instance labels, unique across processes: the two views are the only positives
+        labels = accelerator.process_index * args.per_device_train_batch_size + torch.arange(
+            pixel_values.shape[0], device=pixel_values.device)
+    if activity_tokens is not None:
+        present, rows = torch.unique(labels, return_inverse=True)  # embed each local activity once
+        image_features, text_features = network(
+            views,
+            activity_tokens["input_ids"][present.cpu()].to(accelerator.device),
+            activity_tokens["attention_mask"][present.cpu()].to(accelerator.device),
+        )
+        activity_features = text_features[rows]  # (batch, d): each image's activity text
+    else:
+        image_features, _ = network(views)
+    image_features, augmented_features = image_features.float().chunk(2)
+
+    # The contrastive losses see the global batch; see distributed.gather_features for the gradients.
+    rank, world = accelerator.process_index, accelerator.num_processes
+    all_labels = gather_labels(labels, rank, world)
+    all_images = gather_features(image_features, rank, world)
+    all_augmented = gather_features(augmented_features, rank, world)
+    if activity_tokens is None:
+        return supervised_contrastive_loss(all_images, all_augmented, all_labels, temperature)
+    all_activities = gather_features(activity_features.float(), rank, world)
+    return pretraining_loss(all_images, all_augmented, all_activities, all_labels, temperature)
+
+
+def emoco_batch_loss(
+    accelerator, network: nn.Module, batch: dict, generator: torch.Generator, args: PretrainingArguments
+) -> torch.Tensor:
+    """EmoCo's Eq. 1 for one micro-batch: λ L_emo (Eq. 2) + L_cont (Eq. 5), then its keys enter the queues.
+
+    The first view of each image gives the query q (online encoder), the second the positive key k+ (momentum
+    encoder). The negatives are the keys already stored, so a batch never contrasts with itself; the batch's keys of
+    every process are enqueued afterwards, the same on every process.
+
+    Args:
+        network: the prepared [`EmoCoPretrainingModule`].
+        batch: `pixel_values` (batch, 3, size, size) and `expression` (batch,) emotion indices.
+
+    Returns:
+        The scalar loss of this process's queries.
+    """
+    pixel_values, labels = batch["pixel_values"], batch["expression"]
+    emoco = accelerator.unwrap_model(network)
+    if labels.numel() and (labels.min() < 0 or labels.max() >= emoco.queue.num_classes):
+        raise ValueError(f"EmoCo needs expression labels in [0, {emoco.queue.num_classes}); the batch has "
+                         f"{sorted(set(labels.tolist()))}.")
+    queries, keys = network(
+        augment_images(pixel_values, generator, args.augmentation),
+        augment_images(pixel_values, generator, args.augmentation),
+    )
+    queries, keys = queries.float(), keys.float()
+    negative_keys, negative_labels = emoco.queue.keys_and_labels()
+    classifier_weight = emoco.classifier.weight
+    loss = emoco_loss(
+        emotion_classification_loss(queries, classifier_weight, labels),
+        emotion_aware_contrastive_loss(queries, keys, labels, negative_keys, negative_labels, classifier_weight,
+                                       args.emoco_temperature),
+        args.emoco_loss_weight,
+    )
+    emoco.queue.enqueue(accelerator.gather(keys), accelerator.gather(labels))
+    return loss
+
+
+__all__ = ["ContrastiveFeatures", "contrastive_batch_loss", "emoco_batch_loss", "draw_template", "pretrain", "step_generator"]

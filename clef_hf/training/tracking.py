@@ -5,16 +5,20 @@ import json
 import os
 
 from accelerate import Accelerator
-from accelerate.utils import ProjectConfiguration
+from accelerate.utils import DistributedDataParallelKwargs, ProjectConfiguration
 
 from .arguments import TrainingLoopArguments
 
 METRICS_FILE = "metrics.jsonl"
 
 
-def make_accelerator(args: TrainingLoopArguments) -> Accelerator:
-    """Devices, mixed precision, gradient accumulation and trackers from the run's arguments."""
+def make_accelerator(args: TrainingLoopArguments, find_unused_parameters: bool = False) -> Accelerator:
+    """Devices, mixed precision, gradient accumulation and trackers from the run's arguments.
+
+    `find_unused_parameters` tells data-parallel training that some trainable parameters get no gradient in a step
+    (CL-ILE trains its ID encoder, then its general encoder)."""
     return Accelerator(
+        kwargs_handlers=[DistributedDataParallelKwargs(find_unused_parameters=True)] if find_unused_parameters else None,
         cpu=args.cpu,
         mixed_precision=args.mixed_precision,
         gradient_accumulation_steps=args.gradient_accumulation_steps,
@@ -77,14 +81,15 @@ class MetricsLog:
     def log_training_window(self, loop_state: dict, step: int, learning_rate: float, epoch: int,
                             grad_norm: float | None, progress=None, **extra: float) -> float:
         """Log the mean loss of the batches since the last log (`loop_state`'s running sums, then reset), with the
-        learning rate, any `extra` scalars (as `train/<name>`), the epoch and, when given, the gradient norm.
+        learning rate, any `extra` scalars that are not None (as `train/<name>`), the epoch and, when given, the
+        gradient norm.
 
         Returns:
             The logged mean loss.
         """
         loss = loop_state["running_loss"] / max(1, loop_state["running_count"])
         values = {"train/loss": loss, "train/learning_rate": learning_rate,
-                  **{f"train/{name}": value for name, value in extra.items()}, "train/epoch": epoch}
+                  **{f"train/{name}": value for name, value in extra.items() if value is not None}, "train/epoch": epoch}
         if grad_norm is not None:  # the global gradient norm before clipping, on the step just taken
             values["train/grad_norm"] = grad_norm
         self.log(values, step)

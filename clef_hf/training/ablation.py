@@ -1,0 +1,617 @@
+"""The ablation study of the paper's Table 6 on the synthetic faces (`scripts/ablation_study.py`).
+
+Four pre-training variants, each fine-tuned with Table 6's three fine-tuning components, for AUs and for expressions,
+over several seeds, plus CL-ILE (Lian et al., BMVC 2023) as a second AU method:
+
+- pre-training: `none` (fine-tuning starts from the random initialisation of `configs/demo_model.json`, drawn from
+  the run's seed), `self_supervised` (SimCLR-style: an image's two views are its only positives), `image_activity`
+  (CLEF's activity pre-training, Eq. 2, Table 6's PA) and `emoco` (EmoCo, Sun et al., FG 2021);
+- fine-tuning components: `I` (image encoder and a linear head), `IN` (+ label names), `IND` (+ descriptions: CLEF);
+- tasks: `au` (mean AU F1 on the held-out subjects) and `expression` (accuracy on the held-out subjects);
+- CL-ILE: its stage I then stage II, for AUs only (it has no expression loss), from no pre-training by default.
+
+The budget rule: every method gets the same budget. Every pre-training run trains for `pretraining_epochs` epochs and
+every fine-tuning run, CL-ILE included (whose two stages share the steps), for `finetuning_epochs`; `max_steps`, when
+set, caps every run alike. All runs use the same recipe ([`~training.recipes.SYNTHFACES_RECIPE`] and
+[`~training.recipes.SYNTHFACES_FINETUNING`]), the same data and, per seed, the same seed. Pre-training runs once per
+(variant, seed), and its model is shared by the fine-tuning runs of every component and task of that seed. `none` has
+no pre-training at all, which is what it ablates. The recipe's label-text warm-up (`text_warmup_steps` of Eq. 3 on the
+label texts alone, no images) runs before the fine-tuning steps of IN and IND, as in the demo.
+
+[`study_plan`] lists the runs, [`run_study`] executes them (skipping finished ones, so an interrupted study resumes),
+[`summarize`] reduces the per-run records to mean and standard deviation over the seeds, [`format_table`] writes the
+Markdown table and [`ordering_checks`] tests the orderings that Table 6 reports on these numbers.
+"""
+
+import json
+import logging
+import os
+import shutil
+import statistics
+import time
+from dataclasses import asdict, dataclass, field, replace
+
+from .arguments import COMPONENTS, FineTuningArguments, PretrainingArguments
+from .checkpointing import CHECKPOINTS_DIR
+from .finetune import finetune
+from .pretrain import pretrain
+from .recipes import SYNTHFACES_FINETUNING, SYNTHFACES_RECIPE
+
+logger = logging.getLogger(__name__)
+
+#: The pre-training variants of the study, in the table's order: `none` or a `PretrainingArguments.pretraining_losses`.
+PRETRAINING_VARIANTS = ("none", "self_supervised", "image_activity", "emoco")
+#: Their names in the table.
+PRETRAINING_NAMES = {
+    "none": "none",
+    "self_supervised": "self-supervised",
+    "image_activity": "CLEF activity (PA)",
+    "emoco": "EmoCo",
+}
+#: The fine-tuning tasks and the held-out metric compared for each (the key of `finetune()["best"]`).
+TASKS = ("au", "expression")
+METRICS = {"au": "mean_f1", "expression": "accuracy"}
+#: The method name of CL-ILE's rows (CLEF's rows are named by their components).
+CL_ILE = "CL-ILE"
+#: The trivial predictors of `finetune()["baseline"]`, by task.
+BASELINE_NAMES = {"au": "trivial: all AUs present", "expression": "trivial: majority class"}
+#: Synthfaces builder options of the study, and of its `--quick` smoke test.
+DEFAULT_DATASET_OPTIONS = {"num_subjects": 16, "num_test_subjects": 4, "frames_per_activity": 12}
+QUICK_DATASET_OPTIONS = {"num_subjects": 6, "num_test_subjects": 2, "frames_per_activity": 3}
+#: The model every run starts from (its random initialisation, or the pre-training that started from it).
+MODEL_CONFIG = os.path.normpath(os.path.join(os.path.dirname(__file__), "..", "..", "configs", "demo_model.json"))
+#: A file each finished run leaves in its output_dir: the study's record of it (budget, seconds).
+RECORD_FILE = "study_record.json"
+NOT_APPLICABLE = "—"
+
+
+@dataclass
+class StudyOptions:
+    """What the ablation study runs, and where it writes.
+
+    Args:
+        output_dir (`str`): The study's folder: one sub-folder per seed and run, `results.json` and `table.md`.
+        seeds (`tuple[int]`): The seeds; every run is repeated with each.
+        pretraining_epochs (`float`): The epochs of every pre-training run.
+        finetuning_epochs (`float`): The epochs of every fine-tuning run (CL-ILE's two stages together).
+        max_steps (`int`): If > 0, every run stops after this many optimizer steps (smoke tests).
+        dataset_options (`dict`): Options of the `synthfaces` builder.
+        pretraining_variants (`tuple[str]`): A subset of [`PRETRAINING_VARIANTS`].
+        components (`tuple[str]`): A subset of `I`, `IN`, `IND`.
+        tasks (`tuple[str]`): A subset of `au`, `expression`.
+        include_cl_ile (`bool`): Also run CL-ILE (when `au` is among the tasks).
+        cl_ile_pretraining (`str`): The pre-training CL-ILE starts from; `none` or one of `pretraining_variants`.
+        emoco_queue_size (`int`): EmoCo's keys per emotion queue; small, since the runs are a few hundred steps.
+        emoco_momentum (`float`): EmoCo's key-encoder momentum; lower than the paper's for the same reason.
+        model_config (`str`): The CLEFConfig JSON every run starts from.
+        logging_steps (`int`), num_proc (`int`): Passed to the training arguments.
+        checkpointing_steps (`int`): Large by default: runs are short, and a run without `all_results.json` is redone.
+        keep_checkpoints (`bool`): Keep each finished run's training state (`checkpoints/`); off to save disk.
+    """
+
+    output_dir: str = "outputs/study"
+    seeds: tuple = (0, 1, 2)
+    pretraining_epochs: float = 8.0
+    finetuning_epochs: float = 10.0
+    max_steps: int = -1
+    dataset_options: dict = field(default_factory=lambda: dict(DEFAULT_DATASET_OPTIONS))
+    pretraining_variants: tuple = PRETRAINING_VARIANTS
+    components: tuple = COMPONENTS
+    tasks: tuple = TASKS
+    include_cl_ile: bool = True
+    cl_ile_pretraining: str = "none"
+    emoco_queue_size: int = 512
+    emoco_momentum: float = 0.99
+    model_config: str = MODEL_CONFIG
+    logging_steps: int = 50
+    num_proc: int = 2
+    checkpointing_steps: int = 10**6
+    keep_checkpoints: bool = False
+
+    def __post_init__(self) -> None:
+        for name in ("seeds", "pretraining_variants", "components", "tasks"):
+            setattr(self, name, tuple(getattr(self, name)))
+        _check_subset("seeds", self.seeds, None)
+        _check_subset("pretraining_variants", self.pretraining_variants, PRETRAINING_VARIANTS)
+        _check_subset("components", self.components, COMPONENTS)
+        _check_subset("tasks", self.tasks, TASKS)
+        if self.pretraining_epochs <= 0 or self.finetuning_epochs <= 0:
+            raise ValueError("pretraining_epochs and finetuning_epochs must be > 0.")
+        if self.max_steps == 0 or self.max_steps < -1:
+            raise ValueError(f"max_steps must be -1 (off) or > 0, got {self.max_steps}.")
+        if self.include_cl_ile and self.cl_ile_pretraining not in ("none",) + self.pretraining_variants:
+            raise ValueError(f"cl_ile_pretraining {self.cl_ile_pretraining!r} must be `none` or one of "
+                             f"pretraining_variants {self.pretraining_variants}.")
+
+    @property
+    def runs_cl_ile(self) -> bool:
+        """Whether CL-ILE runs: asked for, and AUs are among the tasks (CL-ILE detects AUs only)."""
+        return self.include_cl_ile and "au" in self.tasks
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+def _check_subset(name: str, values: tuple, allowed: tuple | None) -> None:
+    if not values:
+        raise ValueError(f"{name} must not be empty.")
+    if len(set(values)) != len(values):
+        raise ValueError(f"{name} has duplicates: {values}.")
+    if allowed is not None and not set(values) <= set(allowed):
+        raise ValueError(f"{name} must be among {allowed}, got {values}.")
+
+
+def quick_options(options: StudyOptions) -> StudyOptions:
+    """The smoke-test form of `options`: a tiny data set, 4 optimizer steps per run and the first seed only."""
+    return replace(options, dataset_options=dict(QUICK_DATASET_OPTIONS), max_steps=4, seeds=options.seeds[:1])
+
+
+@dataclass(frozen=True)
+class StudyRun:
+    """One run of the study.
+
+    Args:
+        kind (`str`): `pretrain` or `finetune`.
+        seed (`int`): Its seed.
+        pretraining (`str`): Its pre-training variant (for a fine-tuning run: the one it starts from).
+        output_dir (`str`): Its own folder.
+        num_train_epochs (`float`), max_steps (`int`): Its budget.
+        task (`str`, *optional*): `au` or `expression` (fine-tuning only).
+        components (`str`, *optional*): `I`, `IN` or `IND` (CLEF fine-tuning only).
+        objective (`str`, *optional*): `clef` or `cl_ile` (fine-tuning only).
+        init_from (`str`, *optional*): The pre-trained model folder it starts from; `None`: the model config.
+    """
+
+    kind: str
+    seed: int
+    pretraining: str
+    output_dir: str
+    num_train_epochs: float
+    max_steps: int
+    task: str | None = None
+    components: str | None = None
+    objective: str | None = None
+    init_from: str | None = None
+
+    @property
+    def name(self) -> str:
+        return os.path.basename(self.output_dir)
+
+    @property
+    def method(self) -> str | None:
+        """The table row's method: the components, or `CL-ILE`; `None` for pre-training."""
+        if self.kind != "finetune":
+            return None
+        return CL_ILE if self.objective == "cl_ile" else self.components
+
+    @property
+    def model_dir(self) -> str:
+        """Where a pre-training run saves its model."""
+        return os.path.join(self.output_dir, "model")
+
+
+def study_plan(options: StudyOptions) -> list[StudyRun]:
+    """The study's runs in execution order: per seed, per pre-training variant, its pre-training (unless `none`) and
+    then its fine-tuning runs (task by task, component by component); then CL-ILE for that seed.
+
+    Returns:
+        `list[StudyRun]`: every fine-tuning run comes after the pre-training run it starts from.
+    """
+    plan = []
+    for seed in options.seeds:
+        seed_dir = os.path.join(options.output_dir, f"seed{seed}")
+        model_dirs = {"none": None}
+        for variant in options.pretraining_variants:
+            if variant != "none":
+                run = StudyRun("pretrain", seed, variant, os.path.join(seed_dir, f"pretrain-{variant}"),
+                               options.pretraining_epochs, options.max_steps)
+                plan.append(run)
+                model_dirs[variant] = run.model_dir
+            for task in options.tasks:
+                for components in options.components:
+                    plan.append(StudyRun(
+                        "finetune", seed, variant, os.path.join(seed_dir, f"finetune-{variant}-{components}-{task}"),
+                        options.finetuning_epochs, options.max_steps, task, components, "clef", model_dirs[variant],
+                    ))
+        if options.runs_cl_ile:
+            variant = options.cl_ile_pretraining
+            plan.append(StudyRun(
+                "finetune", seed, variant, os.path.join(seed_dir, f"finetune-{variant}-cl_ile-au"),
+                options.finetuning_epochs, options.max_steps, "au", "I", "cl_ile", model_dirs[variant],
+            ))
+    check_plan(plan)
+    return plan
+
+
+def check_plan(plan: list[StudyRun]) -> None:
+    """Raise a `ValueError` unless the plan is fair and consistent: one budget for all pre-training runs, one for all
+    fine-tuning runs, one pre-training per (variant, seed), every start model pre-trained earlier in the plan with the
+    same seed, and one folder per run."""
+    for kind in ("pretrain", "finetune"):
+        budgets = {(run.num_train_epochs, run.max_steps) for run in plan if run.kind == kind}
+        if len(budgets) > 1:
+            raise ValueError(f"The {kind} runs have different budgets (epochs, max_steps): {sorted(budgets)}.")
+    folders = [run.output_dir for run in plan]
+    if len(set(folders)) != len(folders):
+        raise ValueError("Two runs share an output_dir.")
+    pretrained = {}
+    for run in plan:
+        if run.kind == "pretrain":
+            if (run.pretraining, run.seed) in pretrained.values():
+                raise ValueError(f"{run.pretraining} is pre-trained twice with seed {run.seed}.")
+            pretrained[run.model_dir] = (run.pretraining, run.seed)
+        elif run.init_from is not None and pretrained.get(run.init_from) != (run.pretraining, run.seed):
+            raise ValueError(f"{run.name} (seed {run.seed}) starts from {run.init_from}, which no earlier "
+                             f"{run.pretraining} pre-training of seed {run.seed} writes.")
+        elif run.init_from is None and run.pretraining != "none":
+            raise ValueError(f"{run.name} claims {run.pretraining} pre-training but starts from scratch.")
+
+
+def _shared_arguments(run: StudyRun, options: StudyOptions) -> dict:
+    """The keyword arguments every run's training arguments share: data, recipe, seed, budget, logging."""
+    return {
+        "output_dir": run.output_dir, "seed": run.seed, "num_train_epochs": run.num_train_epochs,
+        "max_steps": run.max_steps, "dataset": "synthfaces", "cache_dir": os.path.join(options.output_dir, "data"),
+        "dataset_options": json.dumps(options.dataset_options, sort_keys=True), "num_proc": options.num_proc,
+        "report_to": "none", "logging_steps": options.logging_steps,
+        "checkpointing_steps": options.checkpointing_steps, "resume_from_checkpoint": "latest",
+        **SYNTHFACES_RECIPE,
+    }
+
+
+def pretraining_arguments(run: StudyRun, options: StudyOptions) -> PretrainingArguments:
+    """The `PretrainingArguments` of a pre-training run (from the model config, `run.pretraining` as the losses)."""
+    emoco = ({"emoco_queue_size": options.emoco_queue_size, "emoco_momentum": options.emoco_momentum}
+             if run.pretraining == "emoco" else {})
+    return PretrainingArguments(pretraining_losses=run.pretraining, config_file=options.model_config,
+                                model_output_dir=run.model_dir, **emoco, **_shared_arguments(run, options))
+
+
+def finetuning_arguments(run: StudyRun, options: StudyOptions) -> FineTuningArguments:
+    """The `FineTuningArguments` of a fine-tuning run: from its pre-trained model, or from the model config."""
+    start = {"model_name_or_path": run.init_from} if run.init_from else {"config_file": options.model_config}
+    return FineTuningArguments(task=run.task, components=run.components, objective=run.objective, **start,
+                               **SYNTHFACES_FINETUNING, **_shared_arguments(run, options))
+
+
+def pretrain_record(run: StudyRun, result: dict, seconds: float | None) -> dict:
+    """The study's record of a pre-training run, from `pretrain()`'s result."""
+    return {
+        "kind": "pretrain", "seed": run.seed, "pretraining": run.pretraining, "name": run.name,
+        "num_train_epochs": run.num_train_epochs, "max_steps": run.max_steps,
+        "global_step": result.get("global_step"), "train_loss": result.get("train_loss"),
+        "seconds": None if seconds is None else round(seconds, 1), "model_dir": run.model_dir,
+    }
+
+
+def finetune_record(run: StudyRun, result: dict, seconds: float | None) -> dict:
+    """The study's record of a fine-tuning run, from `finetune()`'s result: the held-out metric of its best epoch
+    (`value`) and of the trivial predictor (`baseline`)."""
+    metric = METRICS[run.task]
+    return {
+        "kind": "finetune", "seed": run.seed, "pretraining": run.pretraining, "method": run.method,
+        "objective": run.objective, "task": run.task, "name": run.name,
+        "num_train_epochs": run.num_train_epochs, "max_steps": run.max_steps,
+        "metric": metric, "value": result["best"][metric], "baseline": result["baseline"][metric],
+        "best_epoch": result["best_epoch"], "global_step": result["global_step"],
+        "seconds": None if seconds is None else round(seconds, 1), "output_dir": run.output_dir,
+    }
+
+
+def is_finished(run: StudyRun) -> bool:
+    """Whether a run has finished: a fine-tuning run wrote `all_results.json`, a pre-training run saved its model."""
+    if run.kind == "pretrain":
+        return os.path.isfile(os.path.join(run.model_dir, "config.json"))
+    return os.path.isfile(os.path.join(run.output_dir, "all_results.json"))
+
+
+def cached_record(run: StudyRun) -> dict:
+    """The record of a finished run, read back from its folder.
+
+    Raises a `ValueError` if the run was made with another budget than `run`'s (the study's options changed but its
+    output_dir did not)."""
+    saved = _read_json(os.path.join(run.output_dir, RECORD_FILE))
+    if saved is not None:
+        if (saved["num_train_epochs"], saved["max_steps"]) != (run.num_train_epochs, run.max_steps):
+            raise ValueError(f"{run.output_dir} was run with {saved['num_train_epochs']} epochs and max_steps "
+                             f"{saved['max_steps']}, not {run.num_train_epochs} and {run.max_steps}: choose another "
+                             "output_dir, or delete it.")
+        seconds = saved.get("seconds")
+    else:
+        seconds = None
+    if run.kind == "pretrain":
+        return pretrain_record(run, saved or {}, seconds)
+    return finetune_record(run, _read_json(os.path.join(run.output_dir, "all_results.json")), seconds)
+
+
+def _read_json(path: str) -> dict | None:
+    if not os.path.isfile(path):
+        return None
+    with open(path) as file:
+        return json.load(file)
+
+
+def _write_json(path: str, content) -> None:
+    """Write JSON atomically: a reader sees the old file or the new one."""
+    os.makedirs(os.path.dirname(path) or ".", exist_ok=True)
+    with open(path + ".tmp", "w") as file:
+        json.dump(content, file, indent=1)
+    os.replace(path + ".tmp", path)
+
+
+def execute_run(run: StudyRun, options: StudyOptions) -> dict:
+    """Train one run (or read it back if it has finished) and return its record."""
+    if is_finished(run):
+        logger.info("%s: finished before, read back", run.output_dir)
+        return {**cached_record(run), "cached": True}
+    started = time.perf_counter()
+    if run.kind == "pretrain":
+        record = pretrain_record(run, pretrain(pretraining_arguments(run, options)), time.perf_counter() - started)
+    else:
+        record = finetune_record(run, finetune(finetuning_arguments(run, options)), time.perf_counter() - started)
+    _write_json(os.path.join(run.output_dir, RECORD_FILE), record)
+    if not options.keep_checkpoints:
+        shutil.rmtree(os.path.join(run.output_dir, CHECKPOINTS_DIR), ignore_errors=True)
+    return {**record, "cached": False}
+
+
+def run_study(options: StudyOptions) -> dict:
+    """Run the study: every run of [`study_plan`], skipping those that have finished; then write `results.json`
+    (options, every run's record, the summary and the ordering checks) and `table.md` to `options.output_dir`.
+
+    Returns:
+        `dict`: the summary of [`summarize`].
+    """
+    plan = study_plan(options)
+    records = []
+    for index, run in enumerate(plan, 1):
+        logger.info("== [%d/%d] seed %d: %s", index, len(plan), run.seed, run.name)
+        records.append(execute_run(run, options))
+    summary = summarize(records)
+    checks = ordering_checks(summary)
+    _write_json(os.path.join(options.output_dir, "results.json"),
+                {"options": options.to_dict(), "records": records, "summary": summary, "ordering_checks": checks})
+    with open(os.path.join(options.output_dir, "table.md"), "w") as file:
+        file.write(format_report(summary, checks))
+    return summary
+
+
+def statistics_over_seeds(by_seed: dict) -> dict:
+    """Mean and sample standard deviation (0 for one seed) of `{seed: value}`.
+
+    Returns:
+        `dict`: `{"mean", "std", "n", "seeds", "values"}`, seeds ascending.
+    """
+    seeds = sorted(by_seed)
+    values = [by_seed[seed] for seed in seeds]
+    std = statistics.stdev(values) if len(values) > 1 else 0.0
+    return {"mean": statistics.fmean(values), "std": std, "n": len(values), "seeds": seeds, "values": values}
+
+
+def study_budget(records: list[dict]) -> dict:
+    """The one budget of the records' pre-training runs and of their fine-tuning runs; a `ValueError` if the runs of
+    a kind do not share one.
+
+    Returns:
+        `dict`: `{"pretraining_epochs", "finetuning_epochs", "max_steps"}` (`pretraining_epochs` is `None` without
+        pre-training runs; `max_steps` -1 when off).
+    """
+    budgets = {}
+    for kind in ("pretrain", "finetune"):
+        found = {(record["num_train_epochs"], record["max_steps"]) for record in records if record["kind"] == kind}
+        if len(found) > 1:
+            raise ValueError(f"The {kind} runs have different budgets (epochs, max_steps): {sorted(found)}.")
+        budgets[kind] = found.pop() if found else (None, None)
+    max_steps = {steps for _, steps in budgets.values() if steps is not None}
+    if len(max_steps) > 1:
+        raise ValueError(f"Pre-training and fine-tuning have different max_steps: {sorted(max_steps)}.")
+    return {"pretraining_epochs": budgets["pretrain"][0], "finetuning_epochs": budgets["finetune"][0],
+            "max_steps": max_steps.pop() if max_steps else -1}
+
+
+def _row_order(key: tuple[str, str]) -> tuple:
+    pretraining, method = key
+    if method == CL_ILE:
+        return (1, PRETRAINING_VARIANTS.index(pretraining), 0)
+    return (0, PRETRAINING_VARIANTS.index(pretraining), COMPONENTS.index(method))
+
+
+def summarize(records: list[dict]) -> dict:
+    """Reduce the runs' records to the table: per row, mean and standard deviation over the seeds of the held-out AU F1
+    and expression accuracy.
+
+    Args:
+        records (`list[dict]`): Records of [`finetune_record`] and [`pretrain_record`], e.g. `results.json`'s.
+
+    Returns:
+        `dict`: `{"seeds", "budget", "rows"}`. Rows come in the table's order: the pre-training variants in
+        [`PRETRAINING_VARIANTS`]' order, each with its components `I`, `IN`, `IND`; CL-ILE; the trivial baselines. Each
+        row is `{"kind" ("clef", "cl_ile" or "baseline"), "pretraining", "method", "label", "au", "expression"}`,
+        where a task's entry is [`statistics_over_seeds`]' dict, or `None` where the row has no such runs.
+    """
+    finetuned = [record for record in records if record["kind"] == "finetune"]
+    if not finetuned:
+        raise ValueError("No fine-tuning records to summarize.")
+    cells, baselines = {}, {}
+    for record in finetuned:
+        cell = cells.setdefault((record["pretraining"], record["method"]), {}).setdefault(record["task"], {})
+        if record["seed"] in cell:
+            raise ValueError(f"Two records of {record['pretraining']} {record['method']} {record['task']} with seed "
+                             f"{record['seed']}.")
+        cell[record["seed"]] = record["value"]
+        baselines.setdefault(record["task"], {}).setdefault(record["seed"], record["baseline"])
+    rows = [_method_row(key, cells[key]) for key in sorted(cells, key=_row_order)]
+    rows += [_baseline_row(task, baselines[task]) for task in TASKS if task in baselines]
+    return {"seeds": sorted({record["seed"] for record in records}), "budget": study_budget(records), "rows": rows}
+
+
+def _method_row(key: tuple[str, str], by_task: dict) -> dict:
+    pretraining, method = key
+    kind = "cl_ile" if method == CL_ILE else "clef"
+    label = CL_ILE if kind == "cl_ile" else f"{PRETRAINING_NAMES[pretraining]} {method}"
+    row = {"kind": kind, "pretraining": pretraining, "method": method, "label": label}
+    return {**row, **{task: statistics_over_seeds(by_task[task]) if task in by_task else None for task in TASKS}}
+
+
+def _baseline_row(task: str, by_seed: dict) -> dict:
+    row = {"kind": "baseline", "pretraining": None, "method": None, "label": BASELINE_NAMES[task]}
+    return {**row, **{other: statistics_over_seeds(by_seed) if other == task else None for other in TASKS}}
+
+
+def format_cell(stats: dict | None, num_seeds: int) -> str:
+    """`"0.387 ± 0.012"`, `"—"` for `None`, with `(n=2)` appended where fewer seeds than the study's were run."""
+    if stats is None:
+        return NOT_APPLICABLE
+    cell = f"{stats['mean']:.3f} ± {stats['std']:.3f}"
+    return cell if stats["n"] == num_seeds else f"{cell} (n={stats['n']})"
+
+
+def _budget_line(summary: dict) -> str:
+    budget, seeds = summary["budget"], summary["seeds"]
+    parts = []
+    if budget["pretraining_epochs"] is not None:
+        parts.append(f"{budget['pretraining_epochs']:g} pre-training epochs")
+    parts.append(f"{budget['finetuning_epochs']:g} fine-tuning epochs")
+    capped = f", each run capped at {budget['max_steps']} optimizer steps" if budget["max_steps"] > 0 else ""
+    return (f"Table 6 on synthfaces, held-out subjects: mean ± std over seeds {', '.join(map(str, seeds))}. "
+            f"Same budget for every method: {' and '.join(parts)}{capped}.")
+
+
+def _component_marks(row: dict) -> list[str]:
+    if row["kind"] != "clef":
+        return [NOT_APPLICABLE] * 3
+    return ["✓" if letter in row["method"] else "" for letter in "IND"]
+
+
+def _pretraining_cell(row: dict) -> str:
+    if row["kind"] == "clef":
+        return PRETRAINING_NAMES[row["pretraining"]]
+    if row["kind"] == "cl_ile":
+        return f"CL-ILE (pre-training: {PRETRAINING_NAMES[row['pretraining']]})"
+    return row["label"]
+
+
+def format_table(summary: dict) -> str:
+    """The Markdown table of [`summarize`]'s summary, like the paper's Table 6, under a line stating seeds and budget.
+
+    Returns:
+        `str`: the header line, a blank line and the table, one row per summary row, ending with a newline.
+    """
+    lines = [_budget_line(summary), "",
+             "| Pre-training | I | N | D | AU mean F1 (held-out subjects) | Expression accuracy |",
+             "|---|:-:|:-:|:-:|:-:|:-:|"]
+    num_seeds = len(summary["seeds"])
+    for row in summary["rows"]:
+        cells = [_pretraining_cell(row), *_component_marks(row),
+                 format_cell(row["au"], num_seeds), format_cell(row["expression"], num_seeds)]
+        lines.append("| " + " | ".join(cells) + " |")
+    return "\n".join(lines) + "\n"
+
+
+def _means(summary: dict) -> dict:
+    """`{(pretraining, method): {task: mean}}` of the method rows (not the baselines)."""
+    return {(row["pretraining"], row["method"]): {task: row[task]["mean"] for task in TASKS if row[task]}
+            for row in summary["rows"] if row["kind"] != "baseline"}
+
+
+def _check(claim: str, task: str, holds: bool, values: dict) -> dict:
+    return {"claim": claim, "task": task, "holds": bool(holds), "values": values}
+
+
+def _text_encoder_checks(means: dict, pretraining: str, task: str) -> list[dict]:
+    """(a) IN and IND beat I; (b) IND is at least IN; for one pre-training and task."""
+    value = {c: means.get((pretraining, c), {}).get(task) for c in COMPONENTS}
+    name, checks = PRETRAINING_NAMES[pretraining], []
+    with_text = {c: value[c] for c in ("IN", "IND") if value[c] is not None}
+    if value["I"] is not None and with_text:
+        checks.append(_check(f"pre-training {name}: a text encoder ({', '.join(with_text)}) beats image-only I",
+                             task, all(v > value["I"] for v in with_text.values()), {"I": value["I"], **with_text}))
+    if value["IN"] is not None and value["IND"] is not None:
+        checks.append(_check(f"pre-training {name}: descriptions help, IND >= IN", task, value["IND"] >= value["IN"],
+                             {"IN": value["IN"], "IND": value["IND"]}))
+    return checks
+
+
+def _best_row_check(means: dict, task: str) -> list[dict]:
+    """(c) CLEF activity pre-training with IND is the best row of the task."""
+    ours = means.get(("image_activity", "IND"), {}).get(task)
+    others = {key: by_task[task] for key, by_task in means.items()
+              if task in by_task and key != ("image_activity", "IND")}
+    if ours is None or not others:
+        return []
+    best = max(others, key=others.get)
+    best_label = CL_ILE if best[1] == CL_ILE else f"{PRETRAINING_NAMES[best[0]]} {best[1]}"
+    return [_check("CLEF activity (PA) pre-training with IND is the best row", task, ours >= others[best],
+                   {"CLEF activity (PA) IND": ours, f"best other: {best_label}": others[best]})]
+
+
+def _pretraining_helps_checks(means: dict, task: str) -> list[dict]:
+    """(d) CLEF activity pre-training beats none, component by component."""
+    checks = []
+    for components in COMPONENTS:
+        ours = means.get(("image_activity", components), {}).get(task)
+        none = means.get(("none", components), {}).get(task)
+        if ours is not None and none is not None:
+            checks.append(_check(f"{components}: CLEF activity (PA) pre-training beats none", task, ours > none,
+                                 {"CLEF activity (PA)": ours, "none": none}))
+    return checks
+
+
+def ordering_checks(summary: dict) -> list[dict]:
+    """Table 6's orderings, tested on the summary's means (claims whose rows were not run are left out):
+
+    (a) with a text encoder (IN, IND) fine-tuning beats image-only I, for each pre-training and task;
+    (b) IND is at least IN, for each pre-training and task;
+    (c) CLEF activity pre-training with IND is the best row of each task (CL-ILE included, baselines not);
+    (d) CLEF activity pre-training beats no pre-training with the same components, for each task.
+
+    Returns:
+        `list[dict]`: `{"claim" (str), "task" (str), "holds" (bool), "values" ({name: mean})}` each, in the order
+        (a)-(b) per pre-training and task, (c) per task, (d) per task and components.
+    """
+    means = _means(summary)
+    tasks = [task for task in TASKS if any(task in by_task for by_task in means.values())]
+    pretrainings = [p for p in PRETRAINING_VARIANTS if any(key[0] == p and key[1] != CL_ILE for key in means)]
+    checks = [check for p in pretrainings for task in tasks for check in _text_encoder_checks(means, p, task)]
+    checks += [check for task in tasks for check in _best_row_check(means, task)]
+    checks += [check for task in tasks for check in _pretraining_helps_checks(means, task)]
+    return checks
+
+
+def format_checks(checks: list[dict]) -> str:
+    """The checks as a Markdown bullet list: whether each holds, the task, the claim and the numbers."""
+    lines = []
+    for check in checks:
+        values = ", ".join(f"{name} {value:.3f}" for name, value in check["values"].items())
+        verdict = "holds" if check["holds"] else "does not hold"
+        lines.append(f"- **{verdict}** ({check['task']}): {check['claim']} ({values})")
+    return "\n".join(lines) + "\n" if lines else ""
+
+
+def format_report(summary: dict, checks: list[dict]) -> str:
+    """`table.md`: the table, then the orderings of Table 6 checked on it."""
+    report = format_table(summary)
+    if checks:
+        report += "\nThe orderings of the paper's Table 6, on these means:\n\n" + format_checks(checks)
+    return report
+
+
+__all__ = [
+    "CL_ILE",
+    "PRETRAINING_VARIANTS",
+    "StudyOptions",
+    "StudyRun",
+    "check_plan",
+    "finetune_record",
+    "finetuning_arguments",
+    "format_checks",
+    "format_report",
+    "format_table",
+    "ordering_checks",
+    "pretrain_record",
+    "pretraining_arguments",
+    "quick_options",
+    "run_study",
+    "study_plan",
+    "summarize",
+]
