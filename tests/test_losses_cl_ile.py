@@ -13,6 +13,7 @@ from clef_hf.cl_ile import (
     identity_loss,
     label_contrastive_loss,
     orthogonality_loss,
+    selective_learning_weights,
     stage_one_loss,
     stage_two_loss,
 )
@@ -514,3 +515,49 @@ def test_stage_two_loss_rejects_non_scalars():
         stage_two_loss(scalar, torch.ones(3), scalar)
     with pytest.raises(ValueError, match="contrastive_loss"):
         stage_two_loss(scalar, scalar, torch.ones(3))
+
+
+# ---------------------------------------------------------------- Selective Learning weights (w_c of Eq. 2)
+
+
+def loop_selective_learning(labels, target=0.5) -> list[list[float]]:
+    rows = [[int(v) for v in row] for row in labels]
+    weights = [[0.0] * len(rows[0]) for _ in rows]
+    for c in range(len(rows[0])):
+        column = [row[c] for row in rows]
+        positives, negatives = column.count(1), column.count(0)
+        for i, value in enumerate(column):
+            if value < 0:
+                continue
+            if positives == 0 or negatives == 0:
+                weights[i][c] = 1.0
+            elif value == 1:
+                weights[i][c] = target / (positives / (positives + negatives))
+            else:
+                weights[i][c] = (1 - target) / (negatives / (positives + negatives))
+    return weights
+
+
+@pytest.mark.parametrize("seed", SEEDS)
+@pytest.mark.parametrize("target", [0.5, 0.2])
+def test_selective_learning_weights_match_loop(seed, target):
+    labels = random_au_labels(9, 6, seed)
+    labels[:, 0] = 1  # an AU with no negative in the batch
+    labels[:, 1] = -1  # an AU with no known label
+    weights = selective_learning_weights(labels, target)
+    assert torch.allclose(weights, torch.tensor(loop_selective_learning(labels, target), dtype=weights.dtype))
+
+
+def test_selective_learning_weights_balance_each_au_to_the_target():
+    """1 positive and 3 negatives of an AU: the positive weighs 0.5 / 0.25 = 2 and each negative 0.5 / 0.75, so both
+    sides carry half of the AU's total weight."""
+    labels = torch.tensor([[1, 0], [0, 1], [0, -1], [0, 0]])
+    weights = selective_learning_weights(labels)
+    assert weights[:, 0].tolist() == pytest.approx([2.0, 2 / 3, 2 / 3, 2 / 3])
+    assert weights[:, 1].tolist() == pytest.approx([0.75, 1.5, 0.0, 0.75])
+    positive_share = (weights * (labels == 1)).sum(0) / weights.sum(0)
+    assert positive_share.tolist() == pytest.approx([0.5, 0.5])
+    with pytest.raises(ValueError, match="target_rate"):
+        selective_learning_weights(labels, 1.0)
+    with pytest.raises(ValueError, match="batch, num_aus"):
+        selective_learning_weights(labels[0])

@@ -138,10 +138,13 @@ def test_max_steps_stops_inside_an_epoch_and_evaluates_there(tmp_path, tiny_face
 # ---------------------------------------------------------------- resumption
 
 
-def test_resuming_mid_epoch_from_a_checkpoint_gives_the_uninterrupted_weights(tmp_path, tiny_faces, tiny_config_file):
-    """With gradient accumulation, resume from a checkpoint saved in the middle of the second epoch."""
+@pytest.mark.parametrize("objective", ["clef", "cl_ile"])
+def test_resuming_mid_epoch_from_a_checkpoint_gives_the_uninterrupted_weights(
+        tmp_path, tiny_faces, tiny_config_file, objective):
+    """With gradient accumulation, resume from a checkpoint saved in the middle of the second epoch (for CL-ILE: in
+    stage II, with the ID encoder and identity-label embeddings of stage I restored)."""
     common = dict(num_train_epochs=2, gradient_accumulation_steps=2, per_device_train_batch_size=8,
-                  checkpointing_steps=3, checkpoints_total_limit=10)
+                  checkpointing_steps=3, checkpoints_total_limit=10, objective=objective)
     finetune(finetune_args(tmp_path / "full", tiny_faces, tiny_config_file, **common))  # 8 batches/epoch: 4 steps
     steps = [os.path.basename(path) for path in checkpoint_dirs(str(tmp_path / "full"))]
     assert steps == ["step-3", "step-6", "step-8"]
@@ -212,7 +215,7 @@ def test_latest_ignores_a_checkpoint_whose_save_did_not_finish(tmp_path):
 # ---------------------------------------------------------------- pre-training
 
 
-@pytest.mark.parametrize("losses", ["image_activity", "image", "self_supervised"])
+@pytest.mark.parametrize("losses", ["image_activity", "image", "self_supervised", "emoco"])
 def test_pretraining_runs_and_its_model_fine_tunes(tmp_path, tiny_faces, tiny_config_file, losses):
     result = pretrain(PretrainingArguments(
         output_dir=str(tmp_path / "pre"), dataset=tiny_faces, config_file=tiny_config_file, pretraining_losses=losses,
@@ -356,14 +359,19 @@ def test_initialising_from_a_clip_checkpoint_folder(tmp_path, tiny_clip, tokeniz
     assert model.config.label_ids == ["AU1", "AU2"] and len(processor.tokenizer) == len(tokenizer)
 
 
-def test_pretraining_resumes_mid_epoch_to_the_uninterrupted_weights(tmp_path, tiny_faces, tiny_config_file):
+@pytest.mark.parametrize("losses", ["image_activity", "emoco"])
+def test_pretraining_resumes_mid_epoch_to_the_uninterrupted_weights(tmp_path, tiny_faces, tiny_config_file, losses):
+    """For EmoCo the momentum encoder and the queues are part of the training state: the keys stored before the
+    checkpoint are the next steps' negatives, so a resumed run without them would train other weights."""
+    emoco = dict(emoco_queue_size=16, emoco_momentum=0.5) if losses == "emoco" else {}
+
     def run(output_dir, **extra):
         AcceleratorState._reset_state(True)
         GradientState._reset_state()
         return pretrain(PretrainingArguments(
             output_dir=str(output_dir), dataset=tiny_faces, config_file=tiny_config_file, per_device_train_batch_size=8,
             max_steps=5, checkpointing_steps=2, checkpoints_total_limit=5, report_to="none", seed=6,
-            learning_rate=1e-3, **extra,
+            learning_rate=1e-3, pretraining_losses=losses, **emoco, **extra,
         ))
 
     run(tmp_path / "full")

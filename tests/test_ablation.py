@@ -1,0 +1,409 @@
+"""The ablation study's pure parts (clef_hf.training.ablation): the plan and its budget rule, the training arguments
+of each run, the records, the summary over seeds, the Table 6 layout and the ordering checks. Nothing here trains: the
+results are dicts shaped like `finetune()`'s, built by hand."""
+
+import os
+
+os.environ["HF_HUB_OFFLINE"] = "1"
+
+import json  # noqa: E402
+import statistics  # noqa: E402
+from dataclasses import replace  # noqa: E402
+
+import pytest  # noqa: E402
+
+from clef_hf.training.ablation import (  # noqa: E402
+    CL_ILE,
+    MODEL_CONFIG,
+    QUICK_DATASET_OPTIONS,
+    RECORD_FILE,
+    StudyOptions,
+    cached_record,
+    check_plan,
+    finetune_record,
+    finetuning_arguments,
+    format_checks,
+    format_report,
+    format_table,
+    is_finished,
+    ordering_checks,
+    pretrain_record,
+    pretraining_arguments,
+    quick_options,
+    study_plan,
+    summarize,
+)
+from clef_hf.training.recipes import SYNTHFACES_RECIPE  # noqa: E402
+
+METRIC = {"au": "mean_f1", "expression": "accuracy"}
+BASELINE = {"au": 0.25, "expression": 0.125}
+#: Held-out metric by pre-training, then method; seed 0 gets -0.01 and seed 1 +0.01 (mean: the value, std: 0.01414).
+AU_VALUES = {
+    "none": {"I": 0.30, "IN": 0.35, "IND": 0.36},
+    "self_supervised": {"I": 0.32, "IN": 0.37, "IND": 0.38},
+    "image_activity": {"I": 0.40, "IN": 0.45, "IND": 0.46},
+    "emoco": {"I": 0.35, "IN": 0.40, "IND": 0.41},
+}
+CL_ILE_AU = 0.38
+EXPRESSION_VALUES = {
+    "none": {"I": 0.20, "IN": 0.25, "IND": 0.26},
+    "self_supervised": {"I": 0.22, "IN": 0.21, "IND": 0.28},  # IN below I: claim (a) fails here
+    "image_activity": {"I": 0.30, "IN": 0.35, "IND": 0.36},
+    "emoco": {"I": 0.31, "IN": 0.50, "IND": 0.41},  # IND below IN, and IN best of all: (b) and (c) fail
+}
+SEED_OFFSET = {0: -0.01, 1: 0.01, 2: 0.0}
+
+
+def finetune_result(task: str, value: float, best_epoch: int = 6, global_step: int = 60) -> dict:
+    """A dict shaped like `finetune()`'s return value."""
+    metric = METRIC[task]
+    per_label = {"per_label_f1": {"AU1": value}} if task == "au" else {"per_label_accuracy": {"happy": value}}
+    baseline = {metric: BASELINE[task], **per_label}
+    if task == "expression":
+        baseline["majority_class"] = "neutral"
+    history = [{"epoch": epoch, "step": 6 * (epoch + 1), metric: value - 0.1 * (epoch != best_epoch), **per_label}
+               for epoch in range(10)]
+    return {
+        "baseline": baseline, "task": task, "components": "IND", "global_step": global_step,
+        "best_epoch": best_epoch, "best_metric": value, "best": history[best_epoch], "history": history,
+        "class_weights": [1.0], "best_model_dir": "somewhere/best",
+    }
+
+
+def value_of(run) -> float:
+    if run.method == CL_ILE:
+        base = CL_ILE_AU
+    else:
+        base = (AU_VALUES if run.task == "au" else EXPRESSION_VALUES)[run.pretraining][run.components]
+    return base + SEED_OFFSET[run.seed]
+
+
+def records_of(options: StudyOptions) -> list[dict]:
+    """The records `run_study` would collect, from hand-made results."""
+    records = []
+    for index, run in enumerate(study_plan(options)):
+        if run.kind == "pretrain":
+            result = {"global_step": 40, "train_loss": 2.5, "model_dir": run.model_dir}
+            records.append(pretrain_record(run, result, 12.34))
+        else:
+            records.append(finetune_record(run, finetune_result(run.task, value_of(run)), 20.0 + index))
+    return records
+
+
+# The plan.
+
+
+def test_the_default_plan_pretrains_once_per_variant_and_seed_and_shares_it_across_components_and_tasks():
+    options = StudyOptions()
+    plan = study_plan(options)
+    assert options.seeds == (0, 1, 2) and options.emoco_queue_size == 512 and options.emoco_momentum == 0.99
+    pretraining = [run for run in plan if run.kind == "pretrain"]
+    finetuning = [run for run in plan if run.kind == "finetune"]
+    assert len(plan) == 3 * (3 + 4 * 3 * 2 + 1) == 84
+    assert sorted((run.pretraining, run.seed) for run in pretraining) == sorted(
+        (variant, seed) for variant in ("self_supervised", "image_activity", "emoco") for seed in (0, 1, 2))
+    for pre in pretraining:
+        users = [run for run in finetuning if run.init_from == pre.model_dir]
+        assert sorted((run.task, run.components) for run in users) == sorted(
+            (task, components) for task in ("au", "expression") for components in ("I", "IN", "IND"))
+        assert {(run.seed, run.pretraining, run.objective) for run in users} == {(pre.seed, pre.pretraining, "clef")}
+        assert plan.index(pre) < min(plan.index(run) for run in users)
+    scratch = [run for run in finetuning if run.init_from is None]
+    assert {run.pretraining for run in scratch} == {"none"} and len(scratch) == 3 * (6 + 1)
+
+
+def test_every_method_gets_the_same_budget():
+    plan = study_plan(StudyOptions(pretraining_epochs=8, finetuning_epochs=10))
+    assert {(run.num_train_epochs, run.max_steps) for run in plan if run.kind == "pretrain"} == {(8, -1)}
+    assert {(run.num_train_epochs, run.max_steps) for run in plan if run.kind == "finetune"} == {(10, -1)}
+    cl_ile = [run for run in plan if run.objective == "cl_ile"]
+    assert [(run.seed, run.task, run.pretraining, run.init_from, run.num_train_epochs) for run in cl_ile] == [
+        (0, "au", "none", None, 10), (1, "au", "none", None, 10), (2, "au", "none", None, 10)]
+
+
+def test_run_folders_and_order_within_a_seed():
+    plan = study_plan(StudyOptions(output_dir="outputs/study", seeds=(0,)))
+    names = [run.output_dir for run in plan]
+    assert names[:7] == [
+        "outputs/study/seed0/finetune-none-I-au", "outputs/study/seed0/finetune-none-IN-au",
+        "outputs/study/seed0/finetune-none-IND-au", "outputs/study/seed0/finetune-none-I-expression",
+        "outputs/study/seed0/finetune-none-IN-expression", "outputs/study/seed0/finetune-none-IND-expression",
+        "outputs/study/seed0/pretrain-self_supervised",
+    ]
+    assert "outputs/study/seed0/pretrain-emoco" in names
+    assert "outputs/study/seed0/finetune-emoco-IND-au" in names
+    assert names[-1] == "outputs/study/seed0/finetune-none-cl_ile-au"
+    emoco = plan[names.index("outputs/study/seed0/pretrain-emoco")]
+    assert emoco.model_dir == "outputs/study/seed0/pretrain-emoco/model"
+
+
+def test_subsets_and_quick_mode():
+    options = StudyOptions(seeds=[3, 4], pretraining_variants=["image_activity"], components=["IND"], tasks=["au"])
+    plan = study_plan(options)
+    assert [(run.kind, run.seed, run.pretraining, run.method) for run in plan] == [
+        ("pretrain", 3, "image_activity", None), ("finetune", 3, "image_activity", "IND"),
+        ("finetune", 3, "none", CL_ILE),
+        ("pretrain", 4, "image_activity", None), ("finetune", 4, "image_activity", "IND"),
+        ("finetune", 4, "none", CL_ILE),
+    ]
+    assert not any(run.objective == "cl_ile" for run in study_plan(replace(options, tasks=("expression",))))
+    assert not any(run.objective == "cl_ile" for run in study_plan(replace(options, include_cl_ile=False)))
+    quick = quick_options(options)
+    assert quick.seeds == (3,) and quick.max_steps == 4 and quick.dataset_options == QUICK_DATASET_OPTIONS
+    assert {run.max_steps for run in study_plan(quick)} == {4}
+    assert options.max_steps == -1 and options.seeds == (3, 4)  # unchanged
+
+
+def test_a_mismatched_budget_or_a_foreign_start_model_is_detected():
+    plan = study_plan(StudyOptions(seeds=(0, 1)))
+    check_plan(plan)
+    for index, changed in [
+        (next(i for i, run in enumerate(plan) if run.components == "IND"), {"num_train_epochs": 11}),
+        (next(i for i, run in enumerate(plan) if run.objective == "cl_ile"), {"max_steps": 100}),
+        (next(i for i, run in enumerate(plan) if run.kind == "pretrain"), {"num_train_epochs": 4}),
+    ]:
+        broken = list(plan)
+        broken[index] = replace(plan[index], **changed)
+        with pytest.raises(ValueError, match="different budgets"):
+            check_plan(broken)
+    seed1 = next(run for run in plan if run.seed == 1 and run.pretraining == "emoco" and run.kind == "finetune")
+    seed0_emoco = next(run for run in plan if run.seed == 0 and run.pretraining == "emoco" and run.kind == "pretrain")
+    broken = [replace(run, init_from=seed0_emoco.model_dir) if run == seed1 else run for run in plan]
+    with pytest.raises(ValueError, match="starts from"):
+        check_plan(broken)
+    first_finetune = next(i for i, run in enumerate(plan) if run.init_from == seed0_emoco.model_dir)
+    with pytest.raises(ValueError, match="starts from"):  # fine-tuned before it is pre-trained
+        check_plan([run for run in plan if run != seed0_emoco][:first_finetune] + [seed0_emoco])
+    with pytest.raises(ValueError, match="pre-trained twice"):
+        check_plan(plan + [replace(seed0_emoco, output_dir="elsewhere")])
+    with pytest.raises(ValueError, match="share an output_dir"):
+        check_plan(plan + [plan[0]])
+
+
+@pytest.mark.parametrize("changes, message", [
+    ({"seeds": ()}, "seeds must not be empty"),
+    ({"seeds": (0, 0)}, "duplicates"),
+    ({"pretraining_variants": ("none", "image")}, "pretraining_variants must be among"),
+    ({"components": ("IND", "ND")}, "components must be among"),
+    ({"tasks": ("va",)}, "tasks must be among"),
+    ({"max_steps": 0}, "max_steps"),
+    ({"finetuning_epochs": 0}, "must be > 0"),
+    ({"pretraining_variants": ("none",), "cl_ile_pretraining": "emoco"}, "cl_ile_pretraining"),
+])
+def test_study_options_are_validated(changes, message):
+    with pytest.raises(ValueError, match=message):
+        StudyOptions(**changes)
+
+
+# The training arguments of each run (built, not run).
+
+
+def test_training_arguments_of_the_runs():
+    options = StudyOptions(output_dir="out", seeds=(1,), emoco_queue_size=256, emoco_momentum=0.95)
+    plan = {run.name: run for run in study_plan(options)}
+    emoco = pretraining_arguments(plan["pretrain-emoco"], options)
+    assert (emoco.pretraining_losses, emoco.emoco_queue_size, emoco.emoco_momentum) == ("emoco", 256, 0.95)
+    assert (emoco.config_file, emoco.model_name_or_path) == (MODEL_CONFIG, None)
+    assert emoco.model_output_dir == os.path.join("out", "seed1", "pretrain-emoco", "model")
+    activity = pretraining_arguments(plan["pretrain-image_activity"], options)
+    assert activity.pretraining_losses == "image_activity" and activity.emoco_queue_size == 65536  # not EmoCo's
+    assert pretraining_arguments(plan["pretrain-self_supervised"], options).pretraining_losses == "self_supervised"
+
+    tuned = finetuning_arguments(plan["finetune-emoco-IN-expression"], options)
+    assert (tuned.model_name_or_path, tuned.config_file) == (emoco.model_output_dir, None)
+    assert (tuned.task, tuned.components, tuned.objective) == ("expression", "IN", "clef")
+    scratch = finetuning_arguments(plan["finetune-none-I-au"], options)
+    assert (scratch.model_name_or_path, scratch.config_file) == (None, MODEL_CONFIG)
+    cl_ile = finetuning_arguments(plan["finetune-none-cl_ile-au"], options)
+    assert (cl_ile.objective, cl_ile.task, cl_ile.config_file, cl_ile.num_train_epochs) == (
+        "cl_ile", "au", MODEL_CONFIG, options.finetuning_epochs)
+    for args in (emoco, activity, tuned, scratch, cl_ile):
+        assert (args.seed, args.dataset, args.report_to, args.checkpointing_steps) == (1, "synthfaces", "none", 10**6)
+        assert args.cache_dir == os.path.join("out", "data")
+        assert json.loads(args.dataset_options) == {"num_subjects": 16, "num_test_subjects": 4,
+                                                    "frames_per_activity": 12}
+        assert args.learning_rate == SYNTHFACES_RECIPE["learning_rate"]
+        assert args.output_dir.startswith(os.path.join("out", "seed1", ""))
+    assert {tuned.num_train_epochs, scratch.num_train_epochs} == {10}
+    assert {emoco.num_train_epochs, activity.num_train_epochs} == {8}
+    assert tuned.text_warmup_steps == 100 and tuned.warmup_epochs == 1
+
+
+# Records, caching.
+
+
+def test_finetune_record_takes_the_best_epoch_and_the_baseline():
+    run = next(run for run in study_plan(StudyOptions(seeds=(2,))) if run.name == "finetune-emoco-IND-expression")
+    record = finetune_record(run, finetune_result("expression", 0.4321, best_epoch=7, global_step=80), 12.345)
+    assert record == {
+        "kind": "finetune", "seed": 2, "pretraining": "emoco", "method": "IND", "objective": "clef",
+        "task": "expression", "name": "finetune-emoco-IND-expression", "num_train_epochs": 10.0, "max_steps": -1,
+        "metric": "accuracy", "value": 0.4321, "baseline": 0.125, "best_epoch": 7, "global_step": 80,
+        "seconds": 12.3, "output_dir": run.output_dir,
+    }
+
+
+def test_finished_runs_are_read_back_and_a_changed_budget_is_refused(tmp_path):
+    options = StudyOptions(output_dir=str(tmp_path), seeds=(0,))
+    plan = {run.name: run for run in study_plan(options)}
+    tuned, pre = plan["finetune-image_activity-IND-au"], plan["pretrain-image_activity"]
+    assert not is_finished(tuned) and not is_finished(pre)
+    os.makedirs(tuned.output_dir)
+    with open(os.path.join(tuned.output_dir, "all_results.json"), "w") as file:
+        json.dump(finetune_result("au", 0.47, best_epoch=4), file)
+    os.makedirs(pre.model_dir)
+    open(os.path.join(pre.model_dir, "config.json"), "w").close()
+    assert is_finished(tuned) and is_finished(pre)
+    record = cached_record(tuned)
+    assert (record["value"], record["baseline"], record["best_epoch"], record["seconds"]) == (0.47, 0.25, 4, None)
+    assert cached_record(pre)["global_step"] is None
+
+    with open(os.path.join(tuned.output_dir, RECORD_FILE), "w") as file:
+        json.dump({**record, "seconds": 33.0}, file)
+    assert cached_record(tuned)["seconds"] == 33.0
+    with pytest.raises(ValueError, match="another output_dir"):
+        cached_record(replace(tuned, num_train_epochs=20.0))
+
+
+# Summary, table, checks.
+
+
+def test_summarize_gives_mean_and_std_over_seeds_in_the_table_order():
+    records = records_of(StudyOptions(seeds=(0, 1)))
+    summary = summarize(records)
+    assert summary["seeds"] == [0, 1]
+    assert summary["budget"] == {"pretraining_epochs": 8.0, "finetuning_epochs": 10.0, "max_steps": -1}
+    assert [(row["kind"], row["pretraining"], row["method"]) for row in summary["rows"]] == [
+        ("clef", variant, components)
+        for variant in ("none", "self_supervised", "image_activity", "emoco") for components in ("I", "IN", "IND")
+    ] + [("cl_ile", "none", CL_ILE), ("baseline", None, None), ("baseline", None, None)]
+    by_key = {(row["pretraining"], row["method"]): row for row in summary["rows"]}
+    pa = by_key[("image_activity", "IND")]
+    assert pa["au"]["values"] == pytest.approx([0.45, 0.47]) and pa["au"]["seeds"] == [0, 1]
+    assert pa["au"]["mean"] == pytest.approx(0.46)
+    assert pa["au"]["std"] == pytest.approx(0.0141421356)  # sample standard deviation: 0.02 / sqrt(2)
+    assert pa["au"]["std"] == pytest.approx(statistics.stdev([0.45, 0.47]))
+    assert pa["expression"]["mean"] == pytest.approx(0.36) and pa["expression"]["n"] == 2
+    cl_ile = by_key[("none", CL_ILE)]
+    assert cl_ile["au"]["mean"] == pytest.approx(0.38) and cl_ile["expression"] is None
+    au_baseline, expression_baseline = summary["rows"][-2:]
+    assert (au_baseline["label"], au_baseline["au"]["mean"], au_baseline["au"]["std"],
+            au_baseline["expression"]) == ("trivial: all AUs present", 0.25, 0.0, None)
+    assert (expression_baseline["label"], expression_baseline["expression"]["mean"],
+            expression_baseline["au"]) == ("trivial: majority class", 0.125, None)
+
+
+def test_summarize_refuses_mixed_budgets_and_duplicate_seeds():
+    records = records_of(StudyOptions(seeds=(0, 1)))
+    summarize(records)
+    index = next(i for i, record in enumerate(records) if record.get("method") == "IN")
+    with pytest.raises(ValueError, match="different budgets"):
+        summarize(records[:index] + [{**records[index], "num_train_epochs": 5.0}] + records[index + 1:])
+    index = next(i for i, record in enumerate(records) if record["kind"] == "pretrain")
+    with pytest.raises(ValueError, match="different budgets"):
+        summarize(records[:index] + [{**records[index], "max_steps": 7}] + records[index + 1:])
+    with pytest.raises(ValueError, match="Two records"):
+        summarize(records + [records[-1]])
+    with pytest.raises(ValueError, match="No fine-tuning"):
+        summarize([record for record in records if record["kind"] == "pretrain"])
+
+
+def test_format_table_is_table_6():
+    summary = summarize(records_of(StudyOptions(seeds=(0, 1))))
+    lines = format_table(summary).splitlines()
+    assert lines[0] == ("Table 6 on synthfaces, held-out subjects: mean ± std over seeds 0, 1. Same budget for every "
+                        "method: 8 pre-training epochs and 10 fine-tuning epochs.")
+    assert lines[1] == ""
+    assert lines[2] == "| Pre-training | I | N | D | AU mean F1 (held-out subjects) | Expression accuracy |"
+    assert lines[4:] == [
+        "| none | ✓ |  |  | 0.300 ± 0.014 | 0.200 ± 0.014 |",
+        "| none | ✓ | ✓ |  | 0.350 ± 0.014 | 0.250 ± 0.014 |",
+        "| none | ✓ | ✓ | ✓ | 0.360 ± 0.014 | 0.260 ± 0.014 |",
+        "| self-supervised | ✓ |  |  | 0.320 ± 0.014 | 0.220 ± 0.014 |",
+        "| self-supervised | ✓ | ✓ |  | 0.370 ± 0.014 | 0.210 ± 0.014 |",
+        "| self-supervised | ✓ | ✓ | ✓ | 0.380 ± 0.014 | 0.280 ± 0.014 |",
+        "| CLEF activity (PA) | ✓ |  |  | 0.400 ± 0.014 | 0.300 ± 0.014 |",
+        "| CLEF activity (PA) | ✓ | ✓ |  | 0.450 ± 0.014 | 0.350 ± 0.014 |",
+        "| CLEF activity (PA) | ✓ | ✓ | ✓ | 0.460 ± 0.014 | 0.360 ± 0.014 |",
+        "| EmoCo | ✓ |  |  | 0.350 ± 0.014 | 0.310 ± 0.014 |",
+        "| EmoCo | ✓ | ✓ |  | 0.400 ± 0.014 | 0.500 ± 0.014 |",
+        "| EmoCo | ✓ | ✓ | ✓ | 0.410 ± 0.014 | 0.410 ± 0.014 |",
+        "| CL-ILE (pre-training: none) | — | — | — | 0.380 ± 0.014 | — |",
+        "| trivial: all AUs present | — | — | — | 0.250 ± 0.000 | — |",
+        "| trivial: majority class | — | — | — | — | 0.125 ± 0.000 |",
+    ]
+
+
+def test_format_table_states_a_step_cap_and_marks_rows_with_missing_seeds():
+    options = quick_options(StudyOptions(seeds=(0, 1), pretraining_variants=("none",), components=("I",),
+                                         tasks=("au",), include_cl_ile=False))
+    records = records_of(options) + records_of(replace(options, seeds=(1,), components=("IN",)))
+    table = format_table(summarize(records))
+    assert table.splitlines()[0] == ("Table 6 on synthfaces, held-out subjects: mean ± std over seeds 0, 1. Same "
+                                     "budget for every method: 10 fine-tuning epochs, each run capped at 4 optimizer "
+                                     "steps.")
+    assert "| none | ✓ |  |  | 0.290 ± 0.000 (n=1) | — |" in table
+    assert "| none | ✓ | ✓ |  | 0.360 ± 0.000 (n=1) | — |" in table
+
+
+def test_ordering_checks_test_table_6_claims_on_the_means():
+    checks = ordering_checks(summarize(records_of(StudyOptions(seeds=(0, 1)))))
+    outcome = [(check["task"], check["claim"], check["holds"]) for check in checks]
+    text_claims = []
+    for variant, name in [("none", "none"), ("self_supervised", "self-supervised"),
+                          ("image_activity", "CLEF activity (PA)"), ("emoco", "EmoCo")]:
+        for task in ("au", "expression"):
+            text_claims += [
+                (task, f"pre-training {name}: a text encoder (IN, IND) beats image-only I",
+                 not (variant == "self_supervised" and task == "expression")),
+                (task, f"pre-training {name}: descriptions help, IND >= IN",
+                 not (variant == "emoco" and task == "expression")),
+            ]
+    assert outcome == text_claims + [
+        ("au", "CLEF activity (PA) pre-training with IND is the best row", True),
+        ("expression", "CLEF activity (PA) pre-training with IND is the best row", False),
+    ] + [(task, f"{components}: CLEF activity (PA) pre-training beats none", True)
+         for task in ("au", "expression") for components in ("I", "IN", "IND")]
+    best_expression = checks[len(text_claims) + 1]
+    assert best_expression["values"] == pytest.approx({"CLEF activity (PA) IND": 0.36, "best other: EmoCo IN": 0.50})
+    assert checks[len(text_claims)]["values"] == pytest.approx(
+        {"CLEF activity (PA) IND": 0.46, "best other: CLEF activity (PA) IN": 0.45})
+    assert checks[4]["values"] == pytest.approx({"I": 0.32, "IN": 0.37, "IND": 0.38})  # self-supervised, au
+
+
+def test_ordering_checks_catch_a_text_encoder_that_does_not_help_and_cl_ile_beating_clef():
+    records = records_of(StudyOptions(seeds=(0,), pretraining_variants=("none", "image_activity")))
+    records = [{**record, "value": 0.9} if record.get("method") == CL_ILE else record for record in records]
+    records = [{**record, "value": 0.1} if (record.get("method"), record.get("pretraining"), record.get("task")) ==
+               ("IND", "none", "au") else record for record in records]
+    checks = {(check["task"], check["claim"]): check for check in ordering_checks(summarize(records))}
+    best = checks[("au", "CLEF activity (PA) pre-training with IND is the best row")]
+    assert not best["holds"] and best["values"]["best other: CL-ILE"] == pytest.approx(0.9)
+    assert not checks[("au", "pre-training none: a text encoder (IN, IND) beats image-only I")]["holds"]
+    assert not checks[("au", "pre-training none: descriptions help, IND >= IN")]["holds"]
+    assert checks[("au", "IND: CLEF activity (PA) pre-training beats none")]["holds"]
+
+
+def test_checks_leave_out_claims_whose_rows_were_not_run():
+    summary = summarize(records_of(StudyOptions(seeds=(0,), pretraining_variants=("emoco",), components=("IND",),
+                                                tasks=("expression",))))
+    assert ordering_checks(summary) == []
+    assert format_checks([]) == ""
+    assert "orderings" not in format_report(summary, [])
+
+
+def test_report_appends_the_checks_as_bullets():
+    summary = summarize(records_of(StudyOptions(seeds=(0, 1), pretraining_variants=("none", "image_activity"),
+                                                components=("I", "IND"), tasks=("au",), include_cl_ile=False)))
+    report = format_report(summary, ordering_checks(summary))
+    assert report.startswith(format_table(summary))
+    assert report.endswith(
+        "\nThe orderings of the paper's Table 6, on these means:\n\n"
+        "- **holds** (au): pre-training none: a text encoder (IND) beats image-only I (I 0.300, IND 0.360)\n"
+        "- **holds** (au): pre-training CLEF activity (PA): a text encoder (IND) beats image-only I "
+        "(I 0.400, IND 0.460)\n"
+        "- **holds** (au): CLEF activity (PA) pre-training with IND is the best row "
+        "(CLEF activity (PA) IND 0.460, best other: CLEF activity (PA) I 0.400)\n"
+        "- **holds** (au): I: CLEF activity (PA) pre-training beats none (CLEF activity (PA) 0.400, none 0.300)\n"
+        "- **holds** (au): IND: CLEF activity (PA) pre-training beats none (CLEF activity (PA) 0.460, none 0.360)\n"
+    )
