@@ -23,9 +23,6 @@ from clef_hf.training.ablation import (
 )
 from clef_hf.training.arguments import COMPONENTS
 
-HERE = os.path.dirname(os.path.abspath(__file__))
-MODEL_CONFIG = os.path.normpath(os.path.join(HERE, "..", "configs", "demo_model.json"))
-
 
 def parse_options() -> StudyOptions:
     defaults = StudyOptions()
@@ -48,7 +45,7 @@ def parse_options() -> StudyOptions:
         output_dir=args.output_dir, seeds=args.seeds, pretraining_epochs=args.pretraining_epochs,
         finetuning_epochs=args.finetuning_epochs, pretraining_variants=args.pretraining, components=args.components,
         tasks=args.tasks, include_cl_ile=not args.no_cl_ile, emoco_queue_size=args.emoco_queue_size,
-        emoco_momentum=args.emoco_momentum, keep_checkpoints=args.keep_checkpoints, model_config=MODEL_CONFIG,
+        emoco_momentum=args.emoco_momentum, keep_checkpoints=args.keep_checkpoints,
     )
     return quick_options(options) if args.quick else options
 

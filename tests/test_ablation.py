@@ -94,7 +94,7 @@ def records_of(options: StudyOptions) -> list[dict]:
 
 
 def test_the_default_plan_pretrains_once_per_variant_and_seed_and_shares_it_across_components_and_tasks():
-    options = StudyOptions()
+    options = StudyOptions(finetuning_epochs=10)
     plan = study_plan(options)
     assert options.seeds == (0, 1, 2) and options.emoco_queue_size == 512 and options.emoco_momentum == 0.99
     pretraining = [run for run in plan if run.kind == "pretrain"]
@@ -122,7 +122,7 @@ def test_every_method_gets_the_same_budget():
 
 
 def test_run_folders_and_order_within_a_seed():
-    plan = study_plan(StudyOptions(output_dir="outputs/study", seeds=(0,)))
+    plan = study_plan(StudyOptions(finetuning_epochs=10, output_dir="outputs/study", seeds=(0,)))
     names = [run.output_dir for run in plan]
     assert names[:7] == [
         "outputs/study/seed0/finetune-none-I-au", "outputs/study/seed0/finetune-none-IN-au",
@@ -138,7 +138,7 @@ def test_run_folders_and_order_within_a_seed():
 
 
 def test_subsets_and_quick_mode():
-    options = StudyOptions(seeds=[3, 4], pretraining_variants=["image_activity"], components=["IND"], tasks=["au"])
+    options = StudyOptions(finetuning_epochs=10, seeds=[3, 4], pretraining_variants=["image_activity"], components=["IND"], tasks=["au"])
     plan = study_plan(options)
     assert [(run.kind, run.seed, run.pretraining, run.method) for run in plan] == [
         ("pretrain", 3, "image_activity", None), ("finetune", 3, "image_activity", "IND"),
@@ -155,7 +155,7 @@ def test_subsets_and_quick_mode():
 
 
 def test_a_mismatched_budget_or_a_foreign_start_model_is_detected():
-    plan = study_plan(StudyOptions(seeds=(0, 1)))
+    plan = study_plan(StudyOptions(finetuning_epochs=10, seeds=(0, 1)))
     check_plan(plan)
     for index, changed in [
         (next(i for i, run in enumerate(plan) if run.components == "IND"), {"num_train_epochs": 11}),
@@ -199,7 +199,7 @@ def test_study_options_are_validated(changes, message):
 
 
 def test_training_arguments_of_the_runs():
-    options = StudyOptions(output_dir="out", seeds=(1,), emoco_queue_size=256, emoco_momentum=0.95)
+    options = StudyOptions(finetuning_epochs=10, output_dir="out", seeds=(1,), emoco_queue_size=256, emoco_momentum=0.95)
     plan = {run.name: run for run in study_plan(options)}
     emoco = pretraining_arguments(plan["pretrain-emoco"], options)
     assert (emoco.pretraining_losses, emoco.emoco_queue_size, emoco.emoco_momentum) == ("emoco", 256, 0.95)
@@ -233,7 +233,7 @@ def test_training_arguments_of_the_runs():
 
 
 def test_finetune_record_takes_the_best_epoch_and_the_baseline():
-    run = next(run for run in study_plan(StudyOptions(seeds=(2,))) if run.name == "finetune-emoco-IND-expression")
+    run = next(run for run in study_plan(StudyOptions(finetuning_epochs=10, seeds=(2,))) if run.name == "finetune-emoco-IND-expression")
     record = finetune_record(run, finetune_result("expression", 0.4321, best_epoch=7, global_step=80), 12.345)
     assert record == {
         "kind": "finetune", "seed": 2, "pretraining": "emoco", "method": "IND", "objective": "clef",
@@ -244,7 +244,7 @@ def test_finetune_record_takes_the_best_epoch_and_the_baseline():
 
 
 def test_finished_runs_are_read_back_and_a_changed_budget_is_refused(tmp_path):
-    options = StudyOptions(output_dir=str(tmp_path), seeds=(0,))
+    options = StudyOptions(finetuning_epochs=10, output_dir=str(tmp_path), seeds=(0,))
     plan = {run.name: run for run in study_plan(options)}
     tuned, pre = plan["finetune-image_activity-IND-au"], plan["pretrain-image_activity"]
     assert not is_finished(tuned) and not is_finished(pre)
@@ -269,7 +269,7 @@ def test_finished_runs_are_read_back_and_a_changed_budget_is_refused(tmp_path):
 
 
 def test_summarize_gives_mean_and_std_over_seeds_in_the_table_order():
-    records = records_of(StudyOptions(seeds=(0, 1)))
+    records = records_of(StudyOptions(finetuning_epochs=10, seeds=(0, 1)))
     summary = summarize(records)
     assert summary["seeds"] == [0, 1]
     assert summary["budget"] == {"pretraining_epochs": 8.0, "finetuning_epochs": 10.0, "max_steps": -1}
@@ -294,7 +294,7 @@ def test_summarize_gives_mean_and_std_over_seeds_in_the_table_order():
 
 
 def test_summarize_refuses_mixed_budgets_and_duplicate_seeds():
-    records = records_of(StudyOptions(seeds=(0, 1)))
+    records = records_of(StudyOptions(finetuning_epochs=10, seeds=(0, 1)))
     summarize(records)
     index = next(i for i, record in enumerate(records) if record.get("method") == "IN")
     with pytest.raises(ValueError, match="different budgets"):
@@ -309,7 +309,7 @@ def test_summarize_refuses_mixed_budgets_and_duplicate_seeds():
 
 
 def test_format_table_is_table_6():
-    summary = summarize(records_of(StudyOptions(seeds=(0, 1))))
+    summary = summarize(records_of(StudyOptions(finetuning_epochs=10, seeds=(0, 1))))
     lines = format_table(summary).splitlines()
     assert lines[0] == ("Table 6 on synthfaces, held-out subjects: mean ± std over seeds 0, 1. Same budget for every "
                         "method: 8 pre-training epochs and 10 fine-tuning epochs.")
@@ -335,7 +335,7 @@ def test_format_table_is_table_6():
 
 
 def test_format_table_states_a_step_cap_and_marks_rows_with_missing_seeds():
-    options = quick_options(StudyOptions(seeds=(0, 1), pretraining_variants=("none",), components=("I",),
+    options = quick_options(StudyOptions(finetuning_epochs=10, seeds=(0, 1), pretraining_variants=("none",), components=("I",),
                                          tasks=("au",), include_cl_ile=False))
     records = records_of(options) + records_of(replace(options, seeds=(1,), components=("IN",)))
     table = format_table(summarize(records))
@@ -347,7 +347,7 @@ def test_format_table_states_a_step_cap_and_marks_rows_with_missing_seeds():
 
 
 def test_ordering_checks_test_table_6_claims_on_the_means():
-    checks = ordering_checks(summarize(records_of(StudyOptions(seeds=(0, 1)))))
+    checks = ordering_checks(summarize(records_of(StudyOptions(finetuning_epochs=10, seeds=(0, 1)))))
     outcome = [(check["task"], check["claim"], check["holds"]) for check in checks]
     text_claims = []
     for variant, name in [("none", "none"), ("self_supervised", "self-supervised"),
@@ -372,7 +372,7 @@ def test_ordering_checks_test_table_6_claims_on_the_means():
 
 
 def test_ordering_checks_catch_a_text_encoder_that_does_not_help_and_cl_ile_beating_clef():
-    records = records_of(StudyOptions(seeds=(0,), pretraining_variants=("none", "image_activity")))
+    records = records_of(StudyOptions(finetuning_epochs=10, seeds=(0,), pretraining_variants=("none", "image_activity")))
     records = [{**record, "value": 0.9} if record.get("method") == CL_ILE else record for record in records]
     records = [{**record, "value": 0.1} if (record.get("method"), record.get("pretraining"), record.get("task")) ==
                ("IND", "none", "au") else record for record in records]
@@ -385,7 +385,7 @@ def test_ordering_checks_catch_a_text_encoder_that_does_not_help_and_cl_ile_beat
 
 
 def test_checks_leave_out_claims_whose_rows_were_not_run():
-    summary = summarize(records_of(StudyOptions(seeds=(0,), pretraining_variants=("emoco",), components=("IND",),
+    summary = summarize(records_of(StudyOptions(finetuning_epochs=10, seeds=(0,), pretraining_variants=("emoco",), components=("IND",),
                                                 tasks=("expression",))))
     assert ordering_checks(summary) == []
     assert format_checks([]) == ""
@@ -393,17 +393,38 @@ def test_checks_leave_out_claims_whose_rows_were_not_run():
 
 
 def test_report_appends_the_checks_as_bullets():
-    summary = summarize(records_of(StudyOptions(seeds=(0, 1), pretraining_variants=("none", "image_activity"),
+    summary = summarize(records_of(StudyOptions(finetuning_epochs=10, seeds=(0, 1), pretraining_variants=("none", "image_activity"),
                                                 components=("I", "IND"), tasks=("au",), include_cl_ile=False)))
     report = format_report(summary, ordering_checks(summary))
     assert report.startswith(format_table(summary))
     assert report.endswith(
-        "\nThe orderings of the paper's Table 6, on these means:\n\n"
-        "- **holds** (au): pre-training none: a text encoder (IND) beats image-only I (I 0.300, IND 0.360)\n"
+        "\nThe orderings of the paper's Table 6, on these means, and on how many seeds each holds when the runs of "
+        "a seed are compared with each other:\n\n"
+        "- **holds** (au): pre-training none: a text encoder (IND) beats image-only I (I 0.300, IND 0.360; on 2 of 2 "
+        "seeds)\n"
         "- **holds** (au): pre-training CLEF activity (PA): a text encoder (IND) beats image-only I "
-        "(I 0.400, IND 0.460)\n"
+        "(I 0.400, IND 0.460; on 2 of 2 seeds)\n"
         "- **holds** (au): CLEF activity (PA) pre-training with IND is the best row "
-        "(CLEF activity (PA) IND 0.460, best other: CLEF activity (PA) I 0.400)\n"
-        "- **holds** (au): I: CLEF activity (PA) pre-training beats none (CLEF activity (PA) 0.400, none 0.300)\n"
-        "- **holds** (au): IND: CLEF activity (PA) pre-training beats none (CLEF activity (PA) 0.460, none 0.360)\n"
+        "(CLEF activity (PA) IND 0.460, best other: CLEF activity (PA) I 0.400; on 2 of 2 seeds)\n"
+        "- **holds** (au): I: CLEF activity (PA) pre-training beats none (CLEF activity (PA) 0.400, none 0.300; on 2 "
+        "of 2 seeds)\n"
+        "- **holds** (au): IND: CLEF activity (PA) pre-training beats none (CLEF activity (PA) 0.460, none 0.360; "
+        "on 2 of 2 seeds)\n"
     )
+
+
+def test_checks_count_the_seeds_on_which_a_claim_holds():
+    """Seed 1's IND falls below its I: on the means IND still wins, but only on 1 of the 3 paired seeds."""
+    records = records_of(StudyOptions(finetuning_epochs=10, seeds=(0, 1, 2), pretraining_variants=("none",),
+                                      components=("I", "IND"), tasks=("au",), include_cl_ile=False))
+    values = {0: 0.5, 1: 0.1, 2: 0.27}  # I is 0.300 on every seed
+    records = [{**record, "value": values[record["seed"]]} if record.get("method") == "IND" else record
+               for record in records]
+    (check,) = ordering_checks(summarize(records))
+    assert check["values"] == pytest.approx({"I": 0.3, "IND": 0.29})
+    assert (check["holds"], check["seeds_holding"], check["num_seeds"]) == (False, 1, 3)
+    records = [{**record, "value": 0.6} if (record.get("method"), record["seed"]) == ("IND", 1) else record
+               for record in records]
+    (check,) = ordering_checks(summarize(records))
+    assert (check["holds"], check["seeds_holding"]) == (True, 2)
+    assert format_checks([check]).endswith("(I 0.300, IND 0.457; on 2 of 3 seeds)\n")

@@ -222,3 +222,16 @@ def test_the_collator_maps_category_columns_and_names_unknown_values(tiny_faces,
     assert batch["subject"].tolist() == [subjects.index(row["subject"]) for row in rows]
     with pytest.raises(ValueError, match=r"subject \['S001'\] is not among"):
         FacialBehaviorCollator(processor.image_processor, ("subject",), {"subject": ["S999"]})(rows[:1])
+
+
+def test_the_methods_flags_default_to_their_papers_values(tmp_path):
+    emoco = PretrainingArguments(output_dir=str(tmp_path), config_file="x.json", pretraining_losses="emoco")
+    assert (emoco.emoco_queue_size, emoco.emoco_momentum, emoco.emoco_temperature, emoco.emoco_loss_weight,
+            emoco.emoco_feature_dim) == (65536, 0.999, 0.2, 1.0, 128)  # EmoCo Sec. IV-B
+    cl_ile = FineTuningArguments(output_dir=str(tmp_path), config_file="x.json", objective="cl_ile")
+    assert (cl_ile.cl_ile_identity_bce_weight, cl_ile.cl_ile_bce_weight, cl_ile.cl_ile_orthogonality_weight,
+            cl_ile.cl_ile_contrastive_weight, cl_ile.cl_ile_temperature) == (0.4, 1.0, 0.5, 0.4, 2.0)  # CL-ILE Sec. 4.1
+    with pytest.raises(ValueError, match="--objective must be one of"):
+        FineTuningArguments(output_dir=str(tmp_path), config_file="x.json", objective="moco")
+    with pytest.raises(ValueError, match="--cl_ile_temperature must be > 0"):
+        FineTuningArguments(output_dir=str(tmp_path), config_file="x.json", cl_ile_temperature=0)
