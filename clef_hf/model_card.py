@@ -38,10 +38,16 @@ HEADLINE_METRICS = {
 }
 #: Digits kept for metric values in the card (metadata and text); eval_results.json keeps all.
 METRIC_DIGITS = 4
+#: The fine-tuning objectives (`FineTuningArguments.objective`) as the card names them.
+OBJECTIVE_NAMES = {
+    "clef": "CLEF (Zhang et al., ICCV 2023), stage 2",
+    "cl_ile": "CL-ILE (Lian et al., BMVC 2023): identity-label embeddings, then orthogonal general features",
+}
 #: Training arguments shown in the card's training table: key -> row name.
 TRAINING_ROWS = {
     "model_name_or_path": "initial weights",
     "config_file": "trained from scratch with the configuration",
+    "objective": "fine-tuning objective",
     "components": "fine-tuning components (Table 6 of the paper)",
     "num_train_epochs": "epochs",
     "per_device_train_batch_size": "batch size per device",
@@ -237,6 +243,10 @@ def _training_section(training_args: dict | None, eval_results: dict | None) -> 
         value = training_args.get(key)
         if value is None or value == "":
             continue
+        if key == "components" and training_args.get("objective") == "cl_ile":
+            continue  # CLEF's Table 6 components do not apply to CL-ILE
+        if key == "objective":
+            value = OBJECTIVE_NAMES.get(value, value)
         if key in ("model_name_or_path", "config_file"):
             value = f"`{value}`"
         rows.append({"name": name, "value": _md(value)})

@@ -229,3 +229,13 @@ def test_card_without_training_records_and_for_expressions(tmp_path, make_config
     assert "Confusion matrix" in card.text and f"| **{labels[0]}** | 5 | 1 |" in card.text
     assert "collected from the internet" in card.text  # RAF-DB is an in-the-wild data set
     ModelCard(str(card))  # the front matter parses back
+
+
+def test_the_card_names_a_cl_ile_objective_and_leaves_out_clefs_components(trained_dir):
+    card = render_model_card(trained_dir, REPO_ID)
+    assert "| fine-tuning components (Table 6 of the paper) | IND |" in card.text
+    args = json.loads((trained_dir / "training_args.json").read_text())
+    (trained_dir / "training_args.json").write_text(json.dumps({**args, "objective": "cl_ile"}))
+    card = render_model_card(trained_dir, REPO_ID)
+    assert "| fine-tuning objective | CL-ILE (Lian et al., BMVC 2023)" in card.text
+    assert "fine-tuning components" not in card.text

@@ -184,6 +184,16 @@ def test_cl_ile_checkpoint_is_a_clef_model_with_cl_ile_decisions(tmp_path, tiny_
     assert torch.equal(clef_decisions, cl_ile_decisions)
     assert 0 < clef_decisions.float().mean() < 1  # not a degenerate all-or-nothing predictor
 
+    # The pipeline takes the folder as it is and makes the same decisions.
+    import clef_hf  # noqa: F401  (registers the facial-behavior pipeline)
+    from transformers import pipeline
+
+    faces = pipeline("facial-behavior", model=results["best_model_dir"])([test[i]["image"] for i in range(4)],
+                                                                         detect_faces=False)
+    for index, face in enumerate(faces):
+        presence = {prediction["label"]: prediction["present"] for prediction in face[0]["predictions"]}
+        assert presence == dict(zip(model.config.label_ids, cl_ile_decisions[index].tolist()))
+
 
 def test_cl_ile_needs_subjects_and_au_labels(tmp_path, tiny_faces, tiny_config_file):
     splits = datasets.load_from_disk(tiny_faces)
