@@ -30,6 +30,7 @@ from clef_hf.training.ablation import (  # noqa: E402
     pretrain_record,
     pretraining_arguments,
     quick_options,
+    run_study,
     study_plan,
     summarize,
 )
@@ -428,3 +429,30 @@ def test_checks_count_the_seeds_on_which_a_claim_holds():
     (check,) = ordering_checks(summarize(records))
     assert (check["holds"], check["seeds_holding"]) == (True, 2)
     assert format_checks([check]).endswith("(I 0.300, IND 0.457; on 2 of 3 seeds)\n")
+
+
+# The study end to end: real pre-training and fine-tuning runs, tiny.
+
+
+@pytest.mark.usefixtures("fresh_accelerator_state")
+def test_a_tiny_study_runs_writes_its_table_and_resumes_without_retraining(tmp_path):
+    from accelerate.state import AcceleratorState, GradientState
+
+    options = quick_options(StudyOptions(output_dir=str(tmp_path), seeds=(0,), pretraining_variants=("none", "emoco"),
+                                         components=("I",), tasks=("au",)))
+    options = replace(options, max_steps=2, emoco_queue_size=8)
+    summary = run_study(options)
+    labels = [row["label"] for row in summary["rows"]]
+    assert labels == ["none I", "EmoCo I", "CL-ILE", "trivial: all AUs present"]
+    results = json.loads((tmp_path / "results.json").read_text())
+    assert [record["name"] for record in results["records"]] == [
+        "finetune-none-I-au", "pretrain-emoco", "finetune-emoco-I-au", "finetune-none-cl_ile-au"]
+    assert all(record["global_step"] == 2 for record in results["records"])
+    assert "| EmoCo | ✓ |  |  |" in (tmp_path / "table.md").read_text()
+    finished = {path: path.stat().st_mtime_ns for path in tmp_path.glob("seed0/*/all_results.json")}
+    assert len(finished) == 3
+
+    AcceleratorState._reset_state(True)
+    GradientState._reset_state()
+    assert run_study(options) == summary  # everything read back, nothing trained again
+    assert {path: path.stat().st_mtime_ns for path in finished} == finished
