@@ -184,8 +184,7 @@ def test_cl_ile_checkpoint_is_a_clef_model_with_cl_ile_decisions(tmp_path, tiny_
     assert torch.equal(clef_decisions, cl_ile_decisions)
     assert 0 < clef_decisions.float().mean() < 1  # not a degenerate all-or-nothing predictor
 
-    # The pipeline takes the folder as it is and makes the same decisions.
-    import clef_hf  # noqa: F401  (registers the facial-behavior pipeline)
+    # The pipeline (registered by importing clef_hf) takes the folder as it is and makes the same decisions.
     from transformers import pipeline
 
     faces = pipeline("facial-behavior", model=results["best_model_dir"])([test[i]["image"] for i in range(4)],
