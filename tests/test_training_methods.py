@@ -118,6 +118,12 @@ def test_emoco_names_a_missing_or_bad_expression_column(tmp_path, tiny_faces, ti
     splits.select_columns(["image", "activity", "activity_description"]).save_to_disk(str(tmp_path / "no-expr"))
     with pytest.raises(ValueError, match=r"no column \['expression'\]"):
         pretrain(emoco_args(tmp_path / "a", str(tmp_path / "no-expr"), tiny_config_file))
+    unlabelled = splits["train"].cast_column("expression", datasets.Value("int64")).map(
+        lambda row, index: {"expression": -1 if index == 5 else row["expression"]}, with_indices=True)
+    unlabelled = unlabelled.cast_column("expression", splits["train"].features["expression"])
+    datasets.DatasetDict({"train": unlabelled}).save_to_disk(str(tmp_path / "unlabelled"))
+    with pytest.raises(ValueError, match=r"labels \[-1\] outside 0\.\.7"):
+        pretrain(emoco_args(tmp_path / "c", str(tmp_path / "unlabelled"), tiny_config_file))
     with pytest.raises(ValueError, match="emoco_momentum"):
         emoco_args(tmp_path / "b", tiny_faces, tiny_config_file, emoco_momentum=1.0)
     with pytest.raises(ValueError, match="emoco_queue_size"):

@@ -99,6 +99,12 @@ def pretrain(args: PretrainingArguments) -> dict:
     activities, activity_descriptions = activities_of(train_split) if label_column == "activity" else ([], [])
     if label_column == "activity" and len(activities) < 2:
         raise ValueError(f"Pre-training needs at least 2 activities as positives/negatives; got {activities}.")
+    emotions = labels_of_split(train_split, "expression")["label_names"] if emoco else []
+    if emoco:  # every image needs an emotion: its queue and its classifier row
+        bad = sorted({label for label in train_split["expression"] if not 0 <= label < len(emotions)})
+        if bad:
+            raise ValueError(f"EmoCo needs an expression class for every image; the {args.train_split!r} split has "
+                             f"labels {bad} outside 0..{len(emotions) - 1}. Filter those rows out first.")
 
     # 3. Model, prompts, data loader, optimizer, schedule.
     model, processor = load_model_and_processor(args.model_name_or_path, args.config_file, task=None)
@@ -126,7 +132,6 @@ def pretrain(args: PretrainingArguments) -> dict:
         num_workers=args.dataloader_num_workers,
     )
     if emoco:
-        emotions = labels_of_split(train_split, "expression")["label_names"]
         network = EmoCoPretrainingModule(model, len(emotions), args.emoco_feature_dim, args.emoco_queue_size)
     else:
         network = ContrastiveFeatures(model)
