@@ -1,5 +1,9 @@
 """The pre-training loop itself on two CPU processes (gloo, Accelerate's DDP) ends with the weights of one process
-that sees the same global batches: the gathered contrastive loss and its gradients are those of the whole batch."""
+that sees the same global batches: the gathered contrastive loss and its gradients are those of the whole batch. For
+EmoCo, whose loss is per process, the averaged gradients and the queues filled from every process's keys must give
+the same result."""
+
+import pytest
 
 import json
 import os
@@ -14,9 +18,10 @@ WORLD_SIZE = 2
 GLOBAL_BATCH = 16
 
 
-def loop_arguments(output_dir: str, dataset: str, config_file: str, per_device_batch: int):
+def loop_arguments(output_dir: str, dataset: str, config_file: str, per_device_batch: int, losses: str):
     from clef_hf.training import PretrainingArguments
 
+    emoco = dict(emoco_queue_size=16, emoco_momentum=0.5) if losses == "emoco" else {}
     # No augmentation (the two views are the same image), so both runs see identical inputs.
     return PretrainingArguments(
         output_dir=output_dir, dataset=dataset, config_file=config_file, per_device_train_batch_size=per_device_batch,
@@ -24,10 +29,11 @@ def loop_arguments(output_dir: str, dataset: str, config_file: str, per_device_b
         report_to="none", seed=4, checkpointing_steps=1, logging_steps=1,
         max_grad_norm=1e9,  # never clips, but logs the global gradient norm of every step
         cpu=True,  # with a process group set up, Accelerate runs MULTI_CPU (gloo) only when told to use the CPU
+        pretraining_losses=losses, **emoco,
     )
 
 
-def worker(rank: int, store: str, output_dir: str, dataset: str, config_file: str) -> None:
+def worker(rank: int, store: str, output_dir: str, dataset: str, config_file: str, losses: str) -> None:
     # CUDA hidden: on a one-GPU machine Accelerate's barrier would name GPU `rank` even for gloo on the CPU.
     os.environ.update(RANK=str(rank), LOCAL_RANK=str(rank), WORLD_SIZE=str(WORLD_SIZE),
                       LOCAL_WORLD_SIZE=str(WORLD_SIZE), OMP_NUM_THREADS="1", GLOO_SOCKET_IFNAME="lo",
@@ -37,20 +43,21 @@ def worker(rank: int, store: str, output_dir: str, dataset: str, config_file: st
                             timeout=timedelta(seconds=120))
     from clef_hf.training import pretrain
 
-    pretrain(loop_arguments(output_dir, dataset, config_file, GLOBAL_BATCH // WORLD_SIZE))
+    pretrain(loop_arguments(output_dir, dataset, config_file, GLOBAL_BATCH // WORLD_SIZE, losses))
     if dist.is_initialized():  # Accelerate's end_training may already have torn the group down
         dist.destroy_process_group()
 
 
-def test_two_process_pretraining_matches_one_process(tmp_path, tiny_faces, tiny_config_file):
+@pytest.mark.parametrize("losses", ["image_activity", "emoco"])
+def test_two_process_pretraining_matches_one_process(tmp_path, tiny_faces, tiny_config_file, losses):
     from accelerate.state import AcceleratorState, GradientState
 
     from clef_hf.training import pretrain
 
-    mp.spawn(worker, args=(str(tmp_path / "store"), str(tmp_path / "two"), tiny_faces, tiny_config_file),
+    mp.spawn(worker, args=(str(tmp_path / "store"), str(tmp_path / "two"), tiny_faces, tiny_config_file, losses),
              nprocs=WORLD_SIZE, join=True)
     try:
-        pretrain(loop_arguments(str(tmp_path / "one"), tiny_faces, tiny_config_file, GLOBAL_BATCH))
+        pretrain(loop_arguments(str(tmp_path / "one"), tiny_faces, tiny_config_file, GLOBAL_BATCH, losses))
     finally:
         AcceleratorState._reset_state(True)
         GradientState._reset_state()
@@ -74,3 +81,9 @@ def test_two_process_pretraining_matches_one_process(tmp_path, tiny_faces, tiny_
              for run in ("one", "two")}
     assert len(norms["one"]) == 2 and norms["one"][0] > 0
     torch.testing.assert_close(norms["two"], norms["one"], rtol=1e-4, atol=0)
+    if losses == "emoco":  # the queues hold every process's keys, in the one-process order
+        two_state = load_file(str(tmp_path / "two" / "checkpoints" / "step-2" / "model.safetensors"))
+        one_state = load_file(str(tmp_path / "one" / "checkpoints" / "step-2" / "model.safetensors"))
+        assert torch.equal(two_state["queue.filled_slots"], one_state["queue.filled_slots"])
+        assert int(one_state["queue.filled_slots"].sum()) > 16  # two batches of keys, some queues holding both
+        torch.testing.assert_close(two_state["queue.keys"], one_state["queue.keys"], rtol=1e-4, atol=2e-5)
