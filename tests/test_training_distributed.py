@@ -87,3 +87,36 @@ def test_two_process_pretraining_matches_one_process(tmp_path, tiny_faces, tiny_
         assert torch.equal(two_state["queue.filled_slots"], one_state["queue.filled_slots"])
         assert int(one_state["queue.filled_slots"].sum()) > 16  # two batches of keys, some queues holding both
         torch.testing.assert_close(two_state["queue.keys"], one_state["queue.keys"], rtol=1e-4, atol=2e-5)
+
+
+def cl_ile_worker(rank: int, store: str, output_dir: str, dataset: str, config_file: str) -> None:
+    os.environ.update(RANK=str(rank), LOCAL_RANK=str(rank), WORLD_SIZE=str(WORLD_SIZE),
+                      LOCAL_WORLD_SIZE=str(WORLD_SIZE), OMP_NUM_THREADS="1", GLOO_SOCKET_IFNAME="lo",
+                      CUDA_VISIBLE_DEVICES="")
+    torch.set_num_threads(1)
+    dist.init_process_group("gloo", init_method=f"file://{store}", rank=rank, world_size=WORLD_SIZE,
+                            timeout=timedelta(seconds=120))
+    from clef_hf.training import FineTuningArguments, finetune
+
+    finetune(FineTuningArguments(
+        output_dir=output_dir, dataset=dataset, config_file=config_file, task="au", objective="cl_ile",
+        per_device_train_batch_size=8, per_device_eval_batch_size=16, max_steps=4, learning_rate=1e-3,
+        report_to="none", seed=4, checkpointing_steps=2, cpu=True,
+    ))
+    if dist.is_initialized():
+        dist.destroy_process_group()
+
+
+def test_two_process_cl_ile_trains_each_stage_with_the_other_sides_parameters_unused(
+        tmp_path, tiny_faces, tiny_config_file):
+    """Each CL-ILE stage leaves half the trainable parameters without gradients; data-parallel training must be told
+    (`find_unused_parameters`), or its second step fails waiting for them.
+    (Selective Learning weights are batch statistics, so two processes do not equal one on the concatenated batch.)"""
+    mp.spawn(cl_ile_worker, args=(str(tmp_path / "store"), str(tmp_path / "two"), tiny_faces, tiny_config_file),
+             nprocs=WORLD_SIZE, join=True)
+    results = json.loads((tmp_path / "two" / "all_results.json").read_text())
+    assert results["global_step"] == 4 and results["objective"] == "cl_ile"
+    boundary = load_file(str(tmp_path / "two" / "checkpoints" / "step-2" / "model.safetensors"))
+    end = load_file(str(tmp_path / "two" / "checkpoints" / "step-4" / "model.safetensors"))
+    assert torch.equal(boundary["identity_label_embeddings"], end["identity_label_embeddings"])  # frozen in stage II
+    assert not torch.equal(boundary["au_embeddings"], end["au_embeddings"])
