@@ -33,7 +33,8 @@ def loop_arguments(output_dir: str, dataset: str, config_file: str, per_device_b
     )
 
 
-def worker(rank: int, store: str, output_dir: str, dataset: str, config_file: str, losses: str) -> None:
+def join_process_group(rank: int, store: str) -> None:
+    """Make this spawned process rank `rank` of a gloo group of `WORLD_SIZE` on the CPU."""
     # CUDA hidden: on a one-GPU machine Accelerate's barrier would name GPU `rank` even for gloo on the CPU.
     os.environ.update(RANK=str(rank), LOCAL_RANK=str(rank), WORLD_SIZE=str(WORLD_SIZE),
                       LOCAL_WORLD_SIZE=str(WORLD_SIZE), OMP_NUM_THREADS="1", GLOO_SOCKET_IFNAME="lo",
@@ -41,6 +42,10 @@ def worker(rank: int, store: str, output_dir: str, dataset: str, config_file: st
     torch.set_num_threads(1)
     dist.init_process_group("gloo", init_method=f"file://{store}", rank=rank, world_size=WORLD_SIZE,
                             timeout=timedelta(seconds=120))
+
+
+def worker(rank: int, store: str, output_dir: str, dataset: str, config_file: str, losses: str) -> None:
+    join_process_group(rank, store)
     from clef_hf.training import pretrain
 
     pretrain(loop_arguments(output_dir, dataset, config_file, GLOBAL_BATCH // WORLD_SIZE, losses))
@@ -90,12 +95,7 @@ def test_two_process_pretraining_matches_one_process(tmp_path, tiny_faces, tiny_
 
 
 def cl_ile_worker(rank: int, store: str, output_dir: str, dataset: str, config_file: str) -> None:
-    os.environ.update(RANK=str(rank), LOCAL_RANK=str(rank), WORLD_SIZE=str(WORLD_SIZE),
-                      LOCAL_WORLD_SIZE=str(WORLD_SIZE), OMP_NUM_THREADS="1", GLOO_SOCKET_IFNAME="lo",
-                      CUDA_VISIBLE_DEVICES="")
-    torch.set_num_threads(1)
-    dist.init_process_group("gloo", init_method=f"file://{store}", rank=rank, world_size=WORLD_SIZE,
-                            timeout=timedelta(seconds=120))
+    join_process_group(rank, store)
     from clef_hf.training import FineTuningArguments, finetune
 
     finetune(FineTuningArguments(
