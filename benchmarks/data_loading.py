@@ -44,7 +44,7 @@ import datasets  # noqa: E402
 import torch  # noqa: E402
 from torch.utils.data import DataLoader  # noqa: E402
 
-from benchmark_report import write_report  # noqa: E402
+from benchmark_report import add_threads_option, use_threads, write_report  # noqa: E402
 from clef_hf import CLEFConfig, CLEFModel, CLEFProcessor, train_clip_tokenizer  # noqa: E402
 from clef_hf.training.augmentation import AugmentationConfig, augment_images  # noqa: E402
 from clef_hf.training.data import EpochSeededSampler, FacialBehaviorCollator, class_weights_from_split  # noqa: E402
@@ -271,17 +271,14 @@ def main() -> None:
     parser.add_argument("--cpu", action="store_true", help="time the training steps on the CPU even with CUDA")
     parser.add_argument("--bf16", action="store_true", help="on CUDA, also time the steps under bf16 autocast")
     parser.add_argument("--tiny", action="store_true", help="a seconds-long smoke run: tiny models and data")
-    parser.add_argument("--threads", type=int, default=1,
-                        help="torch intra-op threads (default 1: on a busy shared machine, under nice, two OpenMP "
-                             "threads ran 20x slower than one, waiting for each other at every op; 0: torch's default)")
+    add_threads_option(parser)
     parser.add_argument("--output", default=DEFAULT_OUTPUT, help="write the measurements to this JSON file")
     options = parser.parse_args()
     if 0 not in options.workers:
         parser.error("--workers must include 0 (the training default, and the serial-share measurement)")
     options.workers = sorted(set(options.workers))
     datasets.disable_progress_bars()
-    if options.threads > 0:
-        torch.set_num_threads(options.threads)
+    use_threads(options.threads)
     if options.tiny:
         options.batch_size, options.repeats = 4, 1
     report = run_benchmark(options)

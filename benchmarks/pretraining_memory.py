@@ -55,7 +55,7 @@ import sys
 import tempfile
 import time
 
-from benchmark_report import write_report
+from benchmark_report import add_threads_option, use_threads, write_report
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
@@ -171,8 +171,7 @@ def child(options: argparse.Namespace) -> dict:
     from clef_hf.vocabulary import BP4D_ACTIVITIES, fill_template
 
     device = torch.device(options.device)
-    if options.threads > 0:
-        torch.set_num_threads(options.threads)
+    use_threads(options.threads)
     tokenizer = train_clip_tokenizer()
     base = TINY_MODEL if options.tiny else {}
     text_config = {**base.get("text_config", {}), "vocab_size": len(tokenizer), "bos_token_id": tokenizer.bos_token_id,
@@ -561,9 +560,7 @@ def main() -> None:
                              "default its dynamic threshold keeps freed blocks of up to 32 MiB resident)")
     parser.add_argument("--cpu", action="store_true", help="measure on the CPU even if CUDA is available")
     parser.add_argument("--tiny", action="store_true", help="a seconds-long smoke run: a tiny model, tiny batches")
-    parser.add_argument("--threads", type=int, default=1,
-                        help="torch intra-op threads (default 1: on a busy shared machine, under nice, two OpenMP "
-                             "threads ran 20x slower than one, waiting for each other at every op; 0: torch's default)")
+    add_threads_option(parser)
     parser.add_argument("--output", default=DEFAULT_OUTPUT, help="write the measurements to this JSON file")
     # Child-process options (internal).
     parser.add_argument("--child", action="store_true", help=argparse.SUPPRESS)

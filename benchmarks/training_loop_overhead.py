@@ -57,7 +57,7 @@ from accelerate.state import AcceleratorState, GradientState  # noqa: E402
 from accelerate.utils import set_seed  # noqa: E402
 from torch.utils.data import DataLoader  # noqa: E402
 
-from benchmark_report import write_report  # noqa: E402
+from benchmark_report import add_threads_option, use_threads, write_report  # noqa: E402
 from clef_hf.training import FineTuningArguments, finetune  # noqa: E402
 from clef_hf.training.augmentation import augment_images  # noqa: E402
 from clef_hf.training.data import (  # noqa: E402
@@ -369,13 +369,10 @@ def main() -> None:
     parser.add_argument("--seed", type=int, default=42)
     parser.add_argument("--target", type=float, default=0.90)
     parser.add_argument("--tiny", action="store_true", help="a seconds-long smoke run: tiny model, data and steps")
-    parser.add_argument("--threads", type=int, default=1,
-                        help="torch intra-op threads (default 1: on a busy shared machine, under nice, two OpenMP "
-                             "threads ran 20x slower than one, waiting for each other at every op; 0: torch's default)")
+    add_threads_option(parser)
     parser.add_argument("--output", default=DEFAULT_OUTPUT, help="write the measurements to this JSON file")
     options = parser.parse_args()
-    if options.threads > 0:
-        torch.set_num_threads(options.threads)
+    use_threads(options.threads)
     options.dataset_options = {"num_subjects": options.num_subjects, "num_test_subjects": 4}
     datasets.disable_progress_bars()
     workdir = None

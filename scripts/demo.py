@@ -23,10 +23,8 @@ import time
 import torch
 
 from clef_hf.training import FineTuningArguments, PretrainingArguments, finetune, pretrain
-from clef_hf.training.recipes import SYNTHFACES_FINETUNING, SYNTHFACES_RECIPE
+from clef_hf.training.recipes import SYNTHFACES_FINETUNING, SYNTHFACES_MODEL_CONFIG as MODEL_CONFIG, SYNTHFACES_RECIPE
 
-HERE = os.path.dirname(os.path.abspath(__file__))
-MODEL_CONFIG = os.path.join(HERE, "..", "configs", "demo_model.json")
 
 
 def main() -> None:

@@ -54,8 +54,6 @@ class EmoCoPretrainingModule(nn.Module):
         self.momentum_encoder = copy.deepcopy(self.online_encoder())  # MoCo: E_k starts as a copy of E_q
         self.momentum_encoder.requires_grad_(False)
         self.queue = MultiQueueDictionary(num_classes, queue_size, feature_dim)
-        for module in (model.text_model, model.text_projection):
-            module.requires_grad_(False)  # unused: frozen so that data-parallel training does not wait on it
 
     def online_encoder(self) -> nn.ModuleDict:
         """E_q → h_q as a `ModuleDict` named like `momentum_encoder` (built on the fly, so that the CLEF model's

@@ -35,7 +35,7 @@ from .arguments import COMPONENTS, FineTuningArguments, PretrainingArguments
 from .checkpointing import CHECKPOINTS_DIR
 from .finetune import finetune
 from .pretrain import pretrain
-from .recipes import SYNTHFACES_FINETUNING, SYNTHFACES_RECIPE
+from .recipes import SYNTHFACES_FINETUNING, SYNTHFACES_MODEL_CONFIG, SYNTHFACES_RECIPE
 
 logger = logging.getLogger(__name__)
 
@@ -59,7 +59,7 @@ BASELINE_NAMES = {"au": "trivial: all AUs present", "expression": "trivial: majo
 DEFAULT_DATASET_OPTIONS = {"num_subjects": 16, "num_test_subjects": 4, "frames_per_activity": 12}
 QUICK_DATASET_OPTIONS = {"num_subjects": 6, "num_test_subjects": 2, "frames_per_activity": 3}
 #: The model every run starts from (its random initialisation, or the pre-training that started from it).
-MODEL_CONFIG = os.path.normpath(os.path.join(os.path.dirname(__file__), "..", "..", "configs", "demo_model.json"))
+MODEL_CONFIG = SYNTHFACES_MODEL_CONFIG
 #: A file each finished run leaves in its output_dir: the study's record of it (budget, seconds).
 RECORD_FILE = "study_record.json"
 NOT_APPLICABLE = "—"

@@ -112,7 +112,7 @@ def pretrain(args: PretrainingArguments) -> dict:
         model.activation_checkpointing_enable()
     uses_text = args.pretraining_losses == "image_activity"
     model.logit_scale.requires_grad_(False)  # Eq. 1-2 use the fixed ε, not the learnable τ
-    if not uses_text:  # PI: the text side is unused; frozen, so data-parallel training does not wait for its gradients
+    if not uses_text:  # PI, SimCLR, EmoCo: the text side is unused; frozen, so data-parallel training does not wait
         for module in (model.text_model, model.text_projection):
             module.requires_grad_(False)
     temperature = args.temperature or model.config.pretraining_temperature
@@ -284,10 +284,7 @@ def emoco_batch_loss(
         The scalar loss of this process's queries.
     """
     pixel_values, labels = batch["pixel_values"], batch["expression"]
-    emoco = accelerator.unwrap_model(network)
-    if labels.numel() and (labels.min() < 0 or labels.max() >= emoco.queue.num_classes):
-        raise ValueError(f"EmoCo needs expression labels in [0, {emoco.queue.num_classes}); the batch has "
-                         f"{sorted(set(labels.tolist()))}.")
+    emoco = accelerator.unwrap_model(network)  # the split's labels were checked before training
     queries, keys = network(
         augment_images(pixel_values, generator, args.augmentation),
         augment_images(pixel_values, generator, args.augmentation),

@@ -5,6 +5,13 @@ departs from the paper on purpose where a from-scratch model on these faces need
 jitter instead of crops and rotations, and the text side learning 3x faster.
 """
 
+import os
+
+#: The small model both start from (a CLEFConfig JSON: 4-layer, 128-wide ViT on 64-pixel faces), from scratch.
+SYNTHFACES_MODEL_CONFIG = os.path.normpath(
+    os.path.join(os.path.dirname(__file__), "..", "..", "configs", "demo_model.json")
+)
+
 #: Options of `PretrainingArguments` and `FineTuningArguments` for the synthetic faces on 2 CPU cores.
 SYNTHFACES_RECIPE = {
     "per_device_train_batch_size": 32,
@@ -23,4 +30,4 @@ SYNTHFACES_RECIPE = {
 #: of an untrained text encoder apart before the image-name losses start.
 SYNTHFACES_FINETUNING = {"warmup_epochs": 1, "text_warmup_steps": 100}
 
-__all__ = ["SYNTHFACES_FINETUNING", "SYNTHFACES_RECIPE"]
+__all__ = ["SYNTHFACES_FINETUNING", "SYNTHFACES_MODEL_CONFIG", "SYNTHFACES_RECIPE"]
