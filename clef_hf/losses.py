@@ -1,4 +1,5 @@
-"""The losses of CLEF (Zhang et al., ICCV 2023, Sec. 3), one pure function per equation.
+"""The losses of CLEF (Zhang et al., ICCV 2023, Sec. 3), one pure function per equation, and the image-text loss of
+the face-language starting point before them (stage 0: FaRL's objective, which is CLIP's).
 
 Every function takes features (not a model) and returns a scalar tensor. Features are L2-normalised inside, so callers
 pass projected, un-normalised embeddings. Temperatures may be floats or 0-dim tensors; a tensor carries its gradient
@@ -23,6 +24,37 @@ def cosine_logits(features_a: torch.Tensor, features_b: torch.Tensor, temperatur
         (n, m) logits.
     """
     return F.normalize(features_a, dim=-1) @ F.normalize(features_b, dim=-1).T / temperature
+
+
+def image_text_contrastive_loss(
+    image_features: torch.Tensor,
+    text_features: torch.Tensor,
+    temperature: float | torch.Tensor,
+) -> torch.Tensor:
+    """Stage 0, the symmetric image-text InfoNCE loss of CLIP (Radford et al., 2021) that FaRL (Zheng et al., CVPR
+    2022) pre-trains face encoders with. It is not one of CLEF's equations: it trains the starting point of stage 1.
+
+    Row i of `image_features` and row i of `text_features` are an image and its caption; every other row of the
+    batch is a negative. With `s_ij = z^I_i · z^T_j / τ` on normalised features the loss is
+    `1/2 [ -1/n Σ_i log softmax_j(s_ij)[i]  -  1/n Σ_j log softmax_i(s_ij)[j] ]`, the mean of the image->text and
+    text->image cross-entropies.
+
+    Args:
+        image_features: (n, d) image features z^I.
+        text_features: (n, d) caption features z^T, row i describing image i.
+        temperature: τ, e.g. the model's learnable `temperature` (CLIP's `1 / logit_scale.exp()`).
+
+    Returns:
+        Scalar loss.
+    """
+    if image_features.shape != text_features.shape or image_features.dim() != 2:
+        raise ValueError(
+            f"image_text_contrastive_loss needs one caption per image, as (n, d) image and text features; got "
+            f"image features {tuple(image_features.shape)} and text features {tuple(text_features.shape)}."
+        )
+    logits = cosine_logits(image_features, text_features, temperature)  # (n, n): images x captions
+    targets = torch.arange(logits.shape[0], device=logits.device)
+    return (F.cross_entropy(logits, targets) + F.cross_entropy(logits.T, targets)) / 2.0
 
 
 def supervised_contrastive_loss(
@@ -245,6 +277,7 @@ __all__ = [
     "cosine_logits",
     "expression_loss",
     "fine_tuning_loss",
+    "image_text_contrastive_loss",
     "name_description_loss",
     "pretraining_loss",
     "supervised_contrastive_loss",

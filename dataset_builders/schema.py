@@ -7,6 +7,7 @@ Columns, in this order, where the data set has the information:
   - `au`: list of int8, 1 present, 0 absent, -1 unknown, in the order of the info's `au_ids`.
   - `au_intensity`: list of float32 (0-5), -1 where unknown.
   - `expression`: `ClassLabel` over the package's expression ids.
+  - `caption`: string, a web-style description of the picture in lay words (stage 0's image-text pairs).
 """
 
 import datasets
@@ -43,6 +44,7 @@ def facial_behavior_features(
     au: bool = False,
     au_intensity: bool = False,
     expressions: tuple[str, ...] | None = None,
+    caption: bool = False,
 ) -> datasets.Features:
     """The `datasets.Features` of a builder: `image` always, then the columns the data set has, in schema order."""
     columns = {"image": datasets.Image()}
@@ -57,6 +59,8 @@ def facial_behavior_features(
         columns["au_intensity"] = datasets.Sequence(datasets.Value("float32"))
     if expressions is not None:
         columns["expression"] = datasets.ClassLabel(names=list(expressions))
+    if caption:
+        columns["caption"] = datasets.Value("string")
     return datasets.Features(columns)
 
 

@@ -12,6 +12,7 @@ from clef_hf.losses import (
     cosine_logits,
     expression_loss,
     fine_tuning_loss,
+    image_text_contrastive_loss,
     name_description_loss,
     pretraining_loss,
     supervised_contrastive_loss,
@@ -298,3 +299,45 @@ def test_fine_tuning_loss_combines_with_lambda():
     name_description = torch.tensor(0.75, requires_grad=True)
     fine_tuning_loss(image_name, name_description).backward()
     assert image_name.grad.item() == 1.0 and name_description.grad.item() == 0.5
+
+
+# ---------------------------------------------------------------- stage 0 (CLIP / FaRL image-text loss)
+
+
+def loop_image_text(images, texts, tau):
+    """CLIP's symmetric InfoNCE written out: image i should pick caption i among all captions, and caption j image j
+    among all images; the two mean negative log-probabilities are averaged."""
+    n = len(images)
+    s = [[float(unit(images[i]) @ unit(texts[j])) / tau for j in range(n)] for i in range(n)]
+    image_to_text = -sum(math.log(math.exp(s[i][i]) / sum(math.exp(s[i][j]) for j in range(n))) for i in range(n))
+    text_to_image = -sum(math.log(math.exp(s[j][j]) / sum(math.exp(s[i][j]) for i in range(n))) for j in range(n))
+    return (image_to_text / n + text_to_image / n) / 2
+
+
+@pytest.mark.parametrize("seed, tau", [(0, 0.07), (1, 0.25), (2, 1.0)])
+def test_image_text_loss_matches_loop(seed, tau):
+    images, texts = features(9, seed=seed + 50), features(9, seed=seed + 60)
+    ours = image_text_contrastive_loss(images, texts, tau)
+    assert float(ours) == pytest.approx(loop_image_text(images, texts, tau), abs=1e-6)
+
+
+def test_image_text_loss_is_symmetric_and_scale_invariant():
+    images, texts = features(6, seed=70), features(6, seed=71)
+    base = image_text_contrastive_loss(images, texts, 0.1)
+    assert torch.allclose(image_text_contrastive_loss(texts, images, 0.1), base)  # both directions count equally
+    assert torch.allclose(image_text_contrastive_loss(3 * images, 0.2 * texts, 0.1), base)
+    one_way = F.cross_entropy(cosine_logits(images, texts, 0.1), torch.arange(6))
+    assert not torch.allclose(one_way, base)  # not the image->text term alone
+
+
+def test_image_text_loss_learnable_temperature_gets_gradient():
+    images, texts = features(5, seed=72, requires_grad=True), features(5, seed=73, requires_grad=True)
+    log_scale = torch.tensor(math.log(1 / 0.07), dtype=DTYPE, requires_grad=True)
+    image_text_contrastive_loss(images, texts, 1 / log_scale.exp()).backward()
+    for tensor in (images, texts, log_scale):
+        assert torch.isfinite(tensor.grad).all() and tensor.grad.abs().sum() > 0
+
+
+def test_image_text_loss_rejects_unpaired_features():
+    with pytest.raises(ValueError, match="one caption per image"):
+        image_text_contrastive_loss(features(4), features(5), 0.07)

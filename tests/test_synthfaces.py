@@ -1,16 +1,19 @@
-"""The synthetic faces: a deterministic generator whose labels agree with what it draws, and a builder that fills the
-shared schema with subject-exclusive splits, the same for any seed-preserving rebuild and any num_proc."""
+"""The synthetic faces: a deterministic generator whose labels agree with what it draws, captions in lay words of what
+it draws, and a builder that fills the shared schema with subject-exclusive splits, the same for any seed-preserving
+rebuild and any num_proc."""
 
+import re
 from collections import Counter
 
 import datasets
 import numpy as np
 import pytest
 
-from clef_hf.vocabulary import BP4D_ACTIVITIES
+from clef_hf.vocabulary import ACTION_UNITS, BP4D_ACTIVITIES, EXPRESSIONS
 from dataset_builders import au_ids_of, build_dataset
 from dataset_builders.schema import EXPRESSIONS_8, facial_behavior_features
 from dataset_builders.synthfaces import AU_IDS, SynthFacesConfig
+from dataset_builders.synthfaces.captions import caption_of, caption_rng
 from dataset_builders.synthfaces.generator import (
     ACTIVITIES,
     AU_INDEX,
@@ -19,6 +22,7 @@ from dataset_builders.synthfaces.generator import (
     INTENSITY_THRESHOLD,
     LEFT,
     RIGHT,
+    Frame,
     Pose,
     display_intensities,
     expression_of,
@@ -77,11 +81,11 @@ def test_splits_are_subject_exclusive(seed0):
 
 def test_schema_columns_and_au_order(seed0):
     expected = facial_behavior_features(subject=True, activity=True, au=True, au_intensity=True,
-                                        expressions=EXPRESSIONS_8)
+                                        expressions=EXPRESSIONS_8, caption=True)
     for split in seed0.values():
         assert split.features == expected
         assert split.column_names == ["image", "subject", "activity", "activity_description", "au", "au_intensity",
-                                      "expression"]
+                                      "expression", "caption"]
         assert au_ids_of(split) == list(AU_IDS) == [f"AU{n}" for n in AU_NUMBERS]
         assert split.features["expression"].names == list(EXPRESSIONS_8)
         for row in split:
@@ -112,6 +116,7 @@ def test_rows_are_the_generator_frames(seed0):
         assert row["au"] == frame.au.tolist()
         np.testing.assert_allclose(row["au_intensity"], frame.au_intensity, atol=1e-3)
         assert names[row["expression"]] == frame.expression
+        assert row["caption"] == caption_of(identity, frame, caption_rng(0, 2, activity, position % frames))
 
 
 def test_image_size_option(tmp_path):
@@ -120,14 +125,134 @@ def test_image_size_option(tmp_path):
     assert {image.size for image in splits["train"]["image"]} == {(48, 48)}
 
 
+def test_first_subject_gives_subjects_disjoint_from_the_default_ones(seed0, tmp_path):
+    more = build(tmp_path, first_subject=1000, num_subjects=2, num_test_subjects=0, frames_per_activity=1)
+    assert list(more) == ["train"]
+    assert set(more["train"]["subject"]) == {"S1001", "S1002"}
+    default_subjects = set(seed0["train"]["subject"]) | set(seed0["test"]["subject"])
+    assert default_subjects.isdisjoint(more["train"]["subject"])
+    # Other subjects are other faces: no image of the new set is one of the default set's.
+    default_images = {row["image"]["bytes"] for split in seed0.values() for row in raw_rows(split)}
+    assert not default_images & {row["image"]["bytes"] for row in raw_rows(more["train"])}
+
+
+def test_validation_split_lies_between_train_and_test_subjects(seed0, tmp_path):
+    assert list(seed0) == ["train", "test"]  # no validation split unless asked for
+    splits = build(tmp_path, num_subjects=4, num_test_subjects=1, num_validation_subjects=1, frames_per_activity=1)
+    assert list(splits) == ["train", "validation", "test"]
+    subjects = {name: set(split["subject"]) for name, split in splits.items()}
+    assert subjects == {"train": {"S001", "S002"}, "validation": {"S003"}, "test": {"S004"}}
+    assert len(splits["validation"]) == len(ACTIVITIES)
+    # The validation subject is the same face whether or not it is split off: only the split assignment changes.
+    merged = build(tmp_path / "merged", num_subjects=4, num_test_subjects=1, frames_per_activity=1)
+    assert raw_rows(merged["train"])[-len(ACTIVITIES):] == raw_rows(splits["validation"])
+
+
 @pytest.mark.parametrize(
     "options, message",
     [({"num_test_subjects": 5}, "num_test_subjects"), ({"frames_per_activity": 0}, "frames_per_activity"),
-     ({"image_size": 8}, "image_size"), ({"crop_faces": True}, "crop_faces")],
+     ({"image_size": 8}, "image_size"), ({"crop_faces": True}, "crop_faces"),
+     ({"num_validation_subjects": 3}, "num_validation_subjects"), ({"first_subject": -1}, "first_subject")],
 )
 def test_invalid_options_are_named(options, message):
     with pytest.raises(ValueError, match=message):
         SynthFacesConfig(name="bad", **{**SMALL, **options})
+
+
+def test_invalid_options_passed_to_build_dataset_are_named(tmp_path):
+    """`build_dataset`'s keywords reach the config after its __post_init__; the builder checks them again."""
+    with pytest.raises(ValueError, match="num_validation_subjects"):
+        build(tmp_path, num_validation_subjects=3)
+
+
+# ---------------------------------------------------------------------------------------------- the captions
+
+
+#: Words a caption must never hold: FACS names, AU codes, and the expression classes and their label names.
+FORBIDDEN = sorted({au.name for au in ACTION_UNITS.values()} | set(EXPRESSIONS)
+                   | {expression.name for expression in EXPRESSIONS.values()})
+
+
+def forbidden_words(caption: str) -> list[str]:
+    found = [word for word in FORBIDDEN if word in caption.lower()]
+    return found + re.findall(r"\bau ?\d+", caption.lower())
+
+
+def test_captions_read_like_web_captions_without_label_words(seed0):
+    captions = list(seed0["train"]["caption"]) + list(seed0["test"]["caption"])
+    assert all(isinstance(caption, str) and caption.strip() for caption in captions)
+    for caption in captions:
+        assert not forbidden_words(caption), caption
+        assert re.match(r"^(close-up of |portrait of |photo of |headshot of )?an? ", caption), caption
+    assert len(set(captions)) > 0.8 * len(captions)  # worded with variety, not one caption per display
+
+
+def test_captions_are_deterministic_and_worded_with_variety():
+    identity = sample_identity(0, 4)
+    frame = sample_frame(0, identity, "T1", 3)
+    first = caption_of(identity, frame, caption_rng(0, 4, "T1", 3))
+    assert first == caption_of(identity, frame, caption_rng(0, 4, "T1", 3))
+    # The same frame with other random wording: several phrasings of the same content.
+    wordings = {caption_of(identity, frame, np.random.default_rng(k)) for k in range(30)}
+    assert len(wordings) > 5
+
+
+def frame_with(intensities: dict[int, float | tuple[float, float]], identity_subject: int = 1) -> tuple:
+    """A neutral-pose frame of subject `identity_subject` with the given AU intensities (a value, or (left, right))."""
+    values = np.zeros((2, len(AU_NUMBERS)))
+    for au, value in intensities.items():
+        values[:, AU_INDEX[au]] = value
+    identity = sample_identity(0, identity_subject)
+    frame = Frame("custom", expression_of(*(
+        {au for au in AU_NUMBERS if values[side, AU_INDEX[au]] >= INTENSITY_THRESHOLD} for side in (LEFT, RIGHT))),
+        values, Pose())
+    return identity, frame
+
+
+def captions_of(identity, frame, count: int = 40) -> list[str]:
+    return [caption_of(identity, frame, np.random.default_rng(k)) for k in range(count)]
+
+
+@pytest.mark.parametrize("au, pattern", [
+    (9, r"nose"), (12, r"smil|grin"), (4, r"frown|\bbrows?\b"), (5, r"wide|glar|star"),
+    (15, r"down"), (24, r"pressed"), (26, r"open"), (17, r"chin|pout"),
+])
+def test_captions_name_present_movements_and_leave_faint_traces_out(au, pattern):
+    identity, present = frame_with({au: 3.5})
+    for caption in captions_of(identity, present):
+        assert re.search(pattern, caption), caption
+    identity, trace = frame_with({au: 1.2})  # drawn, below the presence threshold
+    for caption in captions_of(identity, trace):
+        assert not re.search(pattern, caption), caption
+
+
+def test_one_sided_smile_is_a_smirk_and_a_neutral_face_has_no_movement():
+    identity, one_sided = frame_with({12: (4.0, 0.0)})
+    for caption in captions_of(identity, one_sided):
+        assert re.search(r"smirk|half smile|one corner", caption), caption
+    identity, neutral = frame_with({})
+    movement = r"smil|smirk|frown|\bbrows?\b|eyes|nose|lip|mouth|chin|pout|sneer|squint|glar"
+    for caption in captions_of(identity, neutral):
+        assert not re.search(movement, caption), caption
+
+
+def test_captions_describe_the_identity_as_drawn():
+    """Glasses and beards are named only on faces that have them, and the hair as drawn (bald heads have none)."""
+    for subject in range(12):
+        identity = sample_identity(0, subject)
+        captions = [caption_of(identity, sample_frame(0, identity, activity, index),
+                               caption_rng(0, subject, activity, index))
+                    for activity in ACTIVITIES for index in range(10)]
+        glasses = sum(any(word in c for word in ("glasses", "spectacles")) for c in captions)
+        beard = sum(any(word in c for word in ("beard", "stubble")) for c in captions)
+        hair = sum(" hair" in c or "curls" in c or "fringe" in c for c in captions)
+        assert (glasses > len(captions) / 2) if identity.glasses is not None else glasses == 0
+        assert (beard > len(captions) / 2) if identity.beard != "none" else beard == 0
+        assert all(" man" not in c and "guy" not in c for c in captions) or identity.beard != "none"
+        if identity.hair_style == "bald":
+            assert hair == 0
+        else:
+            assert hair > len(captions) / 3
 
 
 # ---------------------------------------------------------------------------------------------- the generator

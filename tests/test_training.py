@@ -359,10 +359,11 @@ def test_initialising_from_a_clip_checkpoint_folder(tmp_path, tiny_clip, tokeniz
     assert model.config.label_ids == ["AU1", "AU2"] and len(processor.tokenizer) == len(tokenizer)
 
 
-@pytest.mark.parametrize("losses", ["image_activity", "emoco"])
+@pytest.mark.parametrize("losses", ["image_activity", "emoco", "image_text"])
 def test_pretraining_resumes_mid_epoch_to_the_uninterrupted_weights(tmp_path, tiny_faces, tiny_config_file, losses):
     """For EmoCo the momentum encoder and the queues are part of the training state: the keys stored before the
-    checkpoint are the next steps' negatives, so a resumed run without them would train other weights."""
+    checkpoint are the next steps' negatives, so a resumed run without them would train other weights. For stage 0
+    (image_text) the learnable temperature and its optimizer state are."""
     emoco = dict(emoco_queue_size=16, emoco_momentum=0.5) if losses == "emoco" else {}
 
     def run(output_dir, **extra):

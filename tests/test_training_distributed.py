@@ -53,7 +53,7 @@ def worker(rank: int, store: str, output_dir: str, dataset: str, config_file: st
         dist.destroy_process_group()
 
 
-@pytest.mark.parametrize("losses", ["image_activity", "emoco"])
+@pytest.mark.parametrize("losses", ["image_activity", "emoco", "image_text"])
 def test_two_process_pretraining_matches_one_process(tmp_path, tiny_faces, tiny_config_file, losses):
     from accelerate.state import AcceleratorState, GradientState
 

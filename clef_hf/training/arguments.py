@@ -1,7 +1,8 @@
 """The arguments of CLEF's two training loops, as dataclasses that `transformers.HfArgumentParser` turns into
 command-line options. Defaults are the paper's (Sec. 4.1) where it gives them; every one can be overridden.
 
-- [`PretrainingArguments`]: stage 1, the weakly-supervised activity pre-training (Eq. 1-2).
+- [`PretrainingArguments`]: stage 1, the weakly-supervised activity pre-training (Eq. 1-2), and stage 0, image-text
+  pre-training on captioned faces (`--pretraining_losses image_text`).
 - [`FineTuningArguments`]: stage 2, AU or expression fine-tuning (Eq. 3-6) and the ablations of Table 6.
 """
 
@@ -25,8 +26,9 @@ DEFAULT_FINE_TUNING_LEARNING_RATE = 2e-4
 #: Table 6's fine-tuning components: image encoder with a linear head (I), plus label names (N), plus descriptions (D).
 COMPONENTS = ("I", "IN", "IND")
 #: Pre-training objectives: Table 6's image views only (PI, L_IĨ) and image views with activity texts (PA, Eq. 2);
-#: SimCLR-style instance discrimination; EmoCo (Sun et al., FG 2021) on expression labels.
-PRETRAINING_LOSSES = ("image", "image_activity", "self_supervised", "emoco")
+#: SimCLR-style instance discrimination; EmoCo (Sun et al., FG 2021) on expression labels; stage 0, CLIP's / FaRL's
+#: image-text loss on captioned faces.
+PRETRAINING_LOSSES = ("image", "image_activity", "self_supervised", "emoco", "image_text")
 #: Fine-tuning objectives: CLEF's stage 2 (Eq. 3-6 of the CLEF paper) or CL-ILE's two stages (Lian et al., BMVC 2023).
 OBJECTIVES = ("clef", "cl_ile")
 
@@ -38,7 +40,8 @@ class DataArguments:
     dataset: str = field(
         default="synthfaces",
         metadata={"help": "A builder name of dataset_builders (synthfaces, bp4d, bp4d_plus, disfa, raf_db, affectnet, "
-                          "ferplus) or a folder written by `DatasetDict.save_to_disk`."},
+                          "ferplus), a folder written by `DatasetDict.save_to_disk`, or an image folder with a "
+                          "metadata.jsonl (Hugging Face's imagefolder layout: `file_name` and e.g. `caption` fields)."},
     )
     dataset_config: str | None = field(default=None, metadata={"help": "The builder configuration, e.g. fold1."})
     data_dir: str | None = field(default=None, metadata={"help": "Your copy of the data set (builders that need one)."})
@@ -156,7 +159,8 @@ class TrainingLoopArguments(DataArguments):
 
 @dataclass
 class PretrainingArguments(TrainingLoopArguments):
-    """Stage 1: images of the same recorded activity are positives (Eq. 1-2)."""
+    """Stage 1: images of the same recorded activity are positives (Eq. 1-2). With `pretraining_losses="image_text"`,
+    stage 0: images and their captions are pairs (CLIP's loss, as FaRL pre-trains), at the learnable temperature."""
 
     learning_rate: float | None = field(
         default=1e-4, metadata={"help": "Peak learning rate; the paper does not state the pre-training rate."}
@@ -166,11 +170,18 @@ class PretrainingArguments(TrainingLoopArguments):
         metadata={"help": "image_activity: Eq. 2, L_IĨ + L_IA (Table 6's PA); image: L_IĨ alone (PI); "
                           "self_supervised: SimCLR-style, each image's two views are its only positives (needs no "
                           "activity labels); emoco: EmoCo's Eq. 1, emotion classification plus emotion-aware "
-                          "contrast against a momentum encoder's multi-queue dictionary (needs expression labels).",
+                          "contrast against a momentum encoder's multi-queue dictionary (needs expression labels); "
+                          "image_text: stage 0, FaRL's (CLIP's) symmetric image-caption contrastive loss at the "
+                          "model's learnable temperature (needs a caption column, see --caption_column).",
                   "choices": list(PRETRAINING_LOSSES)},
     )
+    caption_column: str = field(
+        default="caption", metadata={"help": "image_text: the column holding each image's caption (a string)."}
+    )
     temperature: float | None = field(
-        default=None, metadata={"help": "The fixed ε of Eq. 1; defaults to the config's pretraining_temperature, 0.25."}
+        default=None,
+        metadata={"help": "The fixed ε of Eq. 1; defaults to the config's pretraining_temperature, 0.25 (not used by "
+                          "image_text, which learns its temperature)."},
     )
     model_output_dir: str | None = field(
         default=None, metadata={"help": "Where the pre-trained CLEF model goes (default: output_dir/model)."}
@@ -189,6 +200,11 @@ class PretrainingArguments(TrainingLoopArguments):
             raise ValueError(f"--pretraining_losses must be one of {PRETRAINING_LOSSES}, got {self.pretraining_losses!r}.")
         if self.temperature is not None and self.temperature <= 0:
             raise ValueError(f"--temperature must be > 0, got {self.temperature}.")
+        if self.pretraining_losses == "image_text" and self.temperature is not None:
+            raise ValueError("--temperature is the fixed ε of Eq. 1; --pretraining_losses image_text learns its "
+                             "temperature (the model's logit_scale): leave --temperature unset.")
+        if not self.caption_column:
+            raise ValueError("--caption_column must name a column, got an empty string.")
         for name in ("emoco_queue_size", "emoco_feature_dim"):
             if getattr(self, name) < 1:
                 raise ValueError(f"--{name} must be >= 1, got {getattr(self, name)}.")

@@ -1,5 +1,6 @@
-"""Data for the training loops: loading a split, the epoch-seeded sampler that makes resumption exact, the collator
-that turns rows into processor-normalised pixels and labels, and the class weights of Eq. 4-5."""
+"""Data for the training loops: loading a split (a builder, a `save_to_disk` folder or a captioned image folder), the
+epoch-seeded sampler that makes resumption exact, the collators that turn rows into processor-normalised pixels and
+labels or caption tokens, and the class weights of Eq. 4-5."""
 
 import os
 
@@ -10,16 +11,47 @@ from torch.utils.data import Sampler
 from .arguments import DataArguments
 
 
+#: Files that mark a folder written by `Dataset.save_to_disk` / `DatasetDict.save_to_disk`.
+SAVED_DATASET_FILES = ("dataset_dict.json", "state.json")
+#: Metadata files of Hugging Face's imagefolder layout (one row per image, its `file_name` and other fields).
+IMAGE_FOLDER_METADATA = ("metadata.jsonl", "metadata.csv")
+
+
+def image_folder_metadata(folder: str) -> list[str]:
+    """The imagefolder metadata files in `folder` itself or in its direct subfolders (one per split, e.g. train/)."""
+    candidates = [folder] + sorted(
+        os.path.join(folder, entry) for entry in os.listdir(folder) if os.path.isdir(os.path.join(folder, entry))
+    )
+    return [os.path.join(directory, name) for directory in candidates for name in IMAGE_FOLDER_METADATA
+            if os.path.isfile(os.path.join(directory, name))]
+
+
 def load_splits(args: DataArguments) -> datasets.DatasetDict:
-    """The data set named by `args.dataset`: a folder written by `save_to_disk`, or a builder of `dataset_builders`
-    prepared (once, then cached) under `args.cache_dir`."""
+    """The data set named by `args.dataset`:
+      - a folder written by `save_to_disk`;
+      - an image folder in Hugging Face's imagefolder layout: images with a `metadata.jsonl` (or `.csv`) whose rows
+        hold each image's `file_name` and further fields such as `caption`, at the top (one `train` split) or in one
+        subfolder per split (`train/`, `test/`); read with `datasets.load_dataset("imagefolder", data_dir=...)`;
+      - or a builder of `dataset_builders`, prepared (once, then cached) under `args.cache_dir`.
+    """
     if os.path.isdir(args.dataset):
-        splits = datasets.load_from_disk(args.dataset)
-        if isinstance(splits, datasets.Dataset):
-            raise ValueError(
-                f"{args.dataset} holds a single Dataset; save a DatasetDict with named splits (e.g. train, test)."
+        if any(os.path.isfile(os.path.join(args.dataset, name)) for name in SAVED_DATASET_FILES):
+            splits = datasets.load_from_disk(args.dataset)
+            if isinstance(splits, datasets.Dataset):
+                raise ValueError(
+                    f"{args.dataset} holds a single Dataset; save a DatasetDict with named splits (e.g. train, test)."
+                )
+            return splits
+        if image_folder_metadata(args.dataset):
+            return datasets.load_dataset(
+                "imagefolder", data_dir=args.dataset, cache_dir=args.cache_dir,
+                num_proc=args.num_proc if args.num_proc > 1 else None,
             )
-        return splits
+        raise ValueError(
+            f"--dataset {args.dataset} is a folder but neither a saved data set (no "
+            f"{' or '.join(SAVED_DATASET_FILES)}) nor an image folder with a {' or '.join(IMAGE_FOLDER_METADATA)} "
+            "(in it or in a split subfolder)."
+        )
     from dataset_builders import BUILDERS, build_dataset
 
     if args.dataset not in BUILDERS:
@@ -117,6 +149,48 @@ class FacialBehaviorCollator:
         return batch
 
 
+class ImageCaptionCollator:
+    """Turns rows of an image-caption split into a batch for stage 0.
+
+    Returns a dict with `pixel_values` (batch, 3, size, size), processed as at inference by the processor's image
+    processor, and the captions tokenised: `input_ids` and `attention_mask` (batch, length), padded to the longest
+    caption of the batch and truncated to `max_length` tokens.
+    """
+
+    def __init__(self, image_processor, tokenizer, caption_column: str = "caption", max_length: int = 77):
+        self.image_processor = image_processor
+        self.tokenizer = tokenizer
+        self.caption_column = caption_column
+        self.max_length = max_length
+
+    def __call__(self, rows: list[dict]) -> dict[str, torch.Tensor]:
+        images = [row["image"].convert("RGB") for row in rows]
+        captions = [row[self.caption_column] for row in rows]
+        tokens = self.tokenizer(captions, padding=True, truncation=True, max_length=self.max_length,
+                                return_tensors="pt")
+        return {
+            "pixel_values": self.image_processor(images=images, return_tensors="pt")["pixel_values"],
+            "input_ids": tokens["input_ids"],
+            "attention_mask": tokens["attention_mask"],
+        }
+
+
+def check_captions(split: datasets.Dataset, column: str, split_name: str) -> None:
+    """Raise a ValueError naming the split and column if a caption is missing, not a string, or blank.
+
+    Reads the caption column alone (no image is decoded).
+    """
+    bad = [index for index, caption in enumerate(split.select_columns([column])[column])
+           if not isinstance(caption, str) or not caption.strip()]
+    if bad:
+        shown = ", ".join(map(str, bad[:5])) + (", ..." if len(bad) > 5 else "")
+        raise ValueError(
+            f"The {split_name!r} split has {len(bad)} of {len(split)} rows without a caption in column {column!r} "
+            f"(missing, empty or not a string; rows {shown}). Stage 0 (image_text) pairs every image with its "
+            f"caption: fill them in or filter those rows out."
+        )
+
+
 def activities_of(split: datasets.Dataset) -> tuple[list[str], list[str]]:
     """The split's activity ids, sorted, and the description of each (the first one met)."""
     descriptions: dict[str, str] = {}
@@ -157,8 +231,11 @@ __all__ = [
     "EpochSeededSampler",
     "epoch_batches",
     "FacialBehaviorCollator",
+    "ImageCaptionCollator",
     "activities_of",
+    "check_captions",
     "class_weights_from_split",
     "get_split",
+    "image_folder_metadata",
     "load_splits",
 ]

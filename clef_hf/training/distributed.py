@@ -25,7 +25,8 @@ This is exact for every parameter that reaches the loss only through gathered fe
 pre-training: Eq. 1-2 use the fixed temperature ε and `logit_scale` is frozen. A parameter that enters a gathered loss
 directly (for example a learnable temperature) already gets its full gradient on every process, so the factor would
 make its gradient W times too large; such a loss needs that gradient divided by W, or a gather whose backward sums the
-slot gradients over processes (`torch.distributed.nn.functional.all_gather`), without the factor.
+slot gradients over processes (`torch.distributed.nn.functional.all_gather`), without the factor. Stage 0's image-text
+loss, whose temperature is the model's learnable one, passes it through `replicated_gradient` for that division.
 
 open_clip's default (`gather_with_grad=False`, global loss) is the same gather without the factor, i.e. its feature
 gradients are `1/W` of the global-batch gradient, which its learning rate absorbs.
@@ -119,6 +120,30 @@ def gather_labels(labels: torch.Tensor, rank: int, world_size: int) -> torch.Ten
     return _gather_around_local(labels, rank, world_size, "labels")
 
 
+def replicated_gradient(tensor: torch.Tensor, world_size: int) -> torch.Tensor:
+    """`tensor` itself in value, with its gradient divided by `world_size`.
+
+    For a tensor that enters the global loss directly rather than through gathered features, such as a learnable
+    temperature: every process computes the same global loss, so such a tensor's gradient is already the full one on
+    each process, and backpropagating `loss * world_size` (see the module docstring) would make it `world_size` times
+    too large. Through this function it comes out exact after data-parallel averaging.
+
+    Args:
+        tensor: any tensor, e.g. the 0-dim temperature `1 / logit_scale.exp()`.
+        world_size: the number of processes, `accelerator.num_processes`.
+
+    Returns:
+        A tensor equal to `tensor` (exactly: the added term is `0 * factor`) whose gradient is `1 / world_size` of
+        `tensor`'s; `tensor` unchanged with one process.
+    """
+    if world_size < 1:
+        raise ValueError(f"world_size must be >= 1, got {world_size}.")
+    if world_size == 1:
+        return tensor
+    constant = tensor.detach()
+    return constant + (tensor - constant) / world_size
+
+
 def gather_for_contrastive(*tensors: torch.Tensor, accelerator) -> tuple[torch.Tensor, ...]:
     """Gather several local tensors for a global contrastive loss with an `accelerate.Accelerator`'s process layout.
 
@@ -139,4 +164,4 @@ def gather_for_contrastive(*tensors: torch.Tensor, accelerator) -> tuple[torch.T
     )
 
 
-__all__ = ["gather_features", "gather_for_contrastive", "gather_labels"]
+__all__ = ["gather_features", "gather_for_contrastive", "gather_labels", "replicated_gradient"]

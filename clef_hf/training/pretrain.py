@@ -11,6 +11,11 @@ the first view goes through the online encoder (the CLEF model's vision side and
 momentum encoder; the loss is the emotion classification of the queries plus their contrast with the keys stored in
 the queue of their own emotion. It needs no activities, so it pre-trains on RAF-DB, AffectNet or FERPlus.
 
+`--pretraining_losses image_text` is stage 0, the face-language starting point that FaRL (Zheng et al., CVPR 2022)
+gives CLEF, in miniature: the image and text towers learn CLIP's symmetric image-caption loss (Radford et al., 2021)
+on any data set with an image column and a caption column (`--caption_column`), one augmented view per image, at the
+model's learnable temperature. Its saved model is a CLEF checkpoint that stage 1 and fine-tuning start from.
+
 `pretrain(args)` reads top to bottom like Accelerate's `complete_nlp_example.py`; `scripts/pretrain.py` calls it.
 """
 
@@ -27,7 +32,7 @@ from tqdm.auto import tqdm
 
 from ..emoco import emoco_loss, emotion_aware_contrastive_loss, emotion_classification_loss
 from ..emoco.modeling import EmoCoPretrainingModule
-from ..losses import pretraining_loss, supervised_contrastive_loss
+from ..losses import image_text_contrastive_loss, pretraining_loss, supervised_contrastive_loss
 from ..modeling_clef import CLEFModel
 from ..vocabulary import fill_template
 from .arguments import PretrainingArguments
@@ -36,12 +41,14 @@ from .checkpointing import load_checkpoint, resolve_checkpoint, save_checkpoint,
 from .data import (
     EpochSeededSampler,
     FacialBehaviorCollator,
+    ImageCaptionCollator,
     activities_of,
+    check_captions,
     epoch_batches,
     get_split,
     load_splits,
 )
-from .distributed import gather_features, gather_labels
+from .distributed import gather_features, gather_labels, replicated_gradient
 from .initialization import labels_of_split, load_model_and_processor
 from .optimization import make_optimizer, make_scheduler, training_steps
 from .tracking import MetricsLog, make_accelerator, tracker_config
@@ -78,7 +85,8 @@ def draw_template(seed: int, step: int, num_templates: int) -> int:
 
 
 def pretrain(args: PretrainingArguments) -> dict:
-    """Run stage 1 and save the pre-trained CLEF model and processor to `args.model_output_dir`.
+    """Run stage 1 (or stage 0, with `pretraining_losses="image_text"`) and save the pre-trained CLEF model and
+    processor to `args.model_output_dir`.
 
     Returns:
         `{"global_step", "train_loss", "model_dir"}`.
@@ -87,15 +95,20 @@ def pretrain(args: PretrainingArguments) -> dict:
     accelerator = make_accelerator(args)
     set_seed(args.seed)
 
-    # 2. Data: the training split's images and activities (or expressions, for EmoCo).
+    # 2. Data: the training split's images and activities (or expressions, for EmoCo; captions, for stage 0).
     with accelerator.main_process_first():
         splits = load_splits(args)
     self_supervised = args.pretraining_losses == "self_supervised"  # no labels: each image is its own class
     emoco = args.pretraining_losses == "emoco"
-    label_column = None if self_supervised else "expression" if emoco else "activity"
+    image_text = args.pretraining_losses == "image_text"  # stage 0: each image's caption is its positive
+    label_column = None if self_supervised or image_text else "expression" if emoco else "activity"
     needed = {None: ("image",), "expression": ("image", "expression"),
               "activity": ("image", "activity", "activity_description")}[label_column]
+    if image_text:
+        needed = ("image", args.caption_column)
     train_split = get_split(splits, args.train_split, needed, "--train_split")
+    if image_text:
+        check_captions(train_split, args.caption_column, args.train_split)
     activities, activity_descriptions = activities_of(train_split) if label_column == "activity" else ([], [])
     if label_column == "activity" and len(activities) < 2:
         raise ValueError(f"Pre-training needs at least 2 activities as positives/negatives; got {activities}.")
@@ -111,9 +124,10 @@ def pretrain(args: PretrainingArguments) -> dict:
     if args.gradient_checkpointing:
         model.activation_checkpointing_enable()
     uses_text = args.pretraining_losses == "image_activity"
-    model.logit_scale.requires_grad_(False)  # Eq. 1-2 use the fixed ε, not the learnable τ
-    if not uses_text:  # PI, SimCLR, EmoCo: the text side is unused; frozen, so data-parallel training does not wait
-        for module in (model.text_model, model.text_projection):
+    if not image_text:  # Eq. 1-2 use the fixed ε, not the learnable τ; stage 0 learns τ, as CLIP and FaRL do
+        model.logit_scale.requires_grad_(False)
+    if not uses_text and not image_text:  # PI, SimCLR, EmoCo: the text side is unused; frozen, so data-parallel
+        for module in (model.text_model, model.text_projection):  # training does not wait for its gradients
             module.requires_grad_(False)
     temperature = args.temperature or model.config.pretraining_temperature
     templates = model.config.activity_templates
@@ -123,12 +137,17 @@ def pretrain(args: PretrainingArguments) -> dict:
     ] if uses_text else []  # per template: (num_activities, length)
 
     sampler = EpochSeededSampler(len(train_split), args.seed)
+    if image_text:
+        collator = ImageCaptionCollator(processor.image_processor, processor.tokenizer, args.caption_column,
+                                        model.config.text_config.max_position_embeddings)
+    else:
+        collator = FacialBehaviorCollator(processor.image_processor, (label_column,) if label_column else (),
+                                          {"activity": activities})
     train_dataloader = DataLoader(
         train_split,
         batch_size=args.per_device_train_batch_size,
         sampler=sampler,
-        collate_fn=FacialBehaviorCollator(processor.image_processor, (label_column,) if label_column else (),
-                                          {"activity": activities}),
+        collate_fn=collator,
         num_workers=args.dataloader_num_workers,
     )
     if emoco:
@@ -167,11 +186,14 @@ def pretrain(args: PretrainingArguments) -> dict:
                 generator = step_generator(args.seed, micro_step, accelerator.process_index)
                 if emoco:
                     loss = emoco_batch_loss(accelerator, network, batch, generator, args)
+                elif image_text:
+                    loss = image_text_batch_loss(accelerator, network, batch, generator, args)
                 else:
                     tokens = activity_tokens[draw_template(args.seed, micro_step, len(templates))] if uses_text else None
                     loss = contrastive_batch_loss(accelerator, network, batch, generator, args, tokens, temperature)
-                # The contrastive losses are those of the global batch, the same on every process, and data-parallel
-                # training averages gradients over processes: scale by the world size. EmoCo's loss is per process.
+                # The contrastive losses (stage 0's too) are those of the global batch, the same on every process, and
+                # data-parallel training averages gradients over processes: scale by the world size. EmoCo's loss is
+                # per process.
                 accelerator.backward(loss if emoco else loss * accelerator.num_processes)
                 if accelerator.sync_gradients and args.max_grad_norm:
                     grad_norm = accelerator.clip_grad_norm_(network.parameters(), args.max_grad_norm).item()
@@ -267,6 +289,34 @@ def contrastive_batch_loss(
     return pretraining_loss(all_images, all_augmented, all_activities, all_labels, temperature)
 
 
+def image_text_batch_loss(
+    accelerator, network: nn.Module, batch: dict, generator: torch.Generator, args: PretrainingArguments
+) -> torch.Tensor:
+    """Stage 0 for one micro-batch: CLIP's symmetric image-caption loss over the global batch, at the model's learnable
+    temperature (`CLEFModel.temperature`, CLIP's `1 / logit_scale.exp()` bounded by `max_logit_scale`).
+
+    Each image is augmented once; the captions of every process are the negatives of every image, and the reverse.
+
+    Args:
+        network: the prepared [`ContrastiveFeatures`].
+        batch: `pixel_values` (batch, 3, size, size), and the captions' `input_ids` and `attention_mask`
+            (batch, length).
+        generator: the micro-batch's augmentation source (`step_generator`).
+
+    Returns:
+        The scalar loss, the same on every process.
+    """
+    view = augment_images(batch["pixel_values"], generator, args.augmentation)
+    image_features, text_features = network(view, batch["input_ids"], batch["attention_mask"])
+    rank, world = accelerator.process_index, accelerator.num_processes
+    all_images = gather_features(image_features.float(), rank, world)
+    all_captions = gather_features(text_features.float(), rank, world)
+    # τ enters the global loss directly, so every process already has its full gradient: undo the world-size factor
+    # the loop applies for the gathered features (see distributed.py).
+    temperature = replicated_gradient(accelerator.unwrap_model(network).model.temperature, world)
+    return image_text_contrastive_loss(all_images, all_captions, temperature)
+
+
 def emoco_batch_loss(
     accelerator, network: nn.Module, batch: dict, generator: torch.Generator, args: PretrainingArguments
 ) -> torch.Tensor:
@@ -302,4 +352,12 @@ def emoco_batch_loss(
     return loss
 
 
-__all__ = ["ContrastiveFeatures", "contrastive_batch_loss", "emoco_batch_loss", "draw_template", "pretrain", "step_generator"]
+__all__ = [
+    "ContrastiveFeatures",
+    "contrastive_batch_loss",
+    "draw_template",
+    "emoco_batch_loss",
+    "image_text_batch_loss",
+    "pretrain",
+    "step_generator",
+]
