@@ -11,7 +11,6 @@ import argparse
 import logging
 import os
 
-import torch
 
 from clef_hf.training.ablation import (
     PRETRAINING_VARIANTS,
@@ -53,7 +52,6 @@ def parse_options() -> StudyOptions:
 def main() -> None:
     options = parse_options()
     logging.basicConfig(level=logging.INFO, format="%(message)s")
-    torch.set_num_threads(os.cpu_count() or 1)
     summary = run_study(options)
     print("\n" + format_report(summary, ordering_checks(summary)))
     print(f"Results in {os.path.join(options.output_dir, 'results.json')} and "
