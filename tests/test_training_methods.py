@@ -137,7 +137,8 @@ def cl_ile_args(output_dir, dataset, config_file, **overrides) -> FineTuningArgu
     values = dict(output_dir=str(output_dir), dataset=dataset, config_file=config_file, task="au",
                   objective="cl_ile", per_device_train_batch_size=16, per_device_eval_batch_size=32,
                   num_train_epochs=2, learning_rate=1e-3, report_to="none", logging_steps=1, seed=SEED,
-                  checkpointing_steps=4, checkpoints_total_limit=5)
+                  checkpointing_steps=4, checkpoints_total_limit=5,
+                  eval_split="test", test_split="", select_au_threshold=False)  # tiny_faces has train and test splits only
     values.update(overrides)
     return FineTuningArguments(**values)
 
