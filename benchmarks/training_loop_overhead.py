@@ -113,6 +113,8 @@ def make_args(options: argparse.Namespace, output_dir: str) -> FineTuningArgumen
         dataloader_num_workers=options.num_workers,
         cpu=options.cpu,
         seed=options.seed,
+        eval_split="test",  # synthfaces as built here has train and test splits only
+        test_split=None,
     )
 
 

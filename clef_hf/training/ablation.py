@@ -270,8 +270,11 @@ def pretraining_arguments(run: StudyRun, options: StudyOptions) -> PretrainingAr
 def finetuning_arguments(run: StudyRun, options: StudyOptions) -> FineTuningArguments:
     """The `FineTuningArguments` of a fine-tuning run: from its pre-trained model, or from the model config."""
     start = {"model_name_or_path": run.init_from} if run.init_from else {"config_file": options.model_config}
+    # The study's synthfaces have train and test splits only: its epochs are picked on the test subjects, as they
+    # were before --eval_split defaulted to a validation split, and every method is picked alike.
     return FineTuningArguments(task=run.task, components=run.components, objective=run.objective, **start,
-                               **SYNTHFACES_FINETUNING, **_shared_arguments(run, options))
+                               eval_split="test", test_split=None, **SYNTHFACES_FINETUNING,
+                               **_shared_arguments(run, options))
 
 
 def pretrain_record(run: StudyRun, result: dict, seconds: float | None) -> dict:
