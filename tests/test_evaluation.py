@@ -24,6 +24,7 @@ def test_a_saved_model_reproduces_its_best_epoch(tmp_path, tiny_faces, tiny_conf
     finetune(FineTuningArguments(
         output_dir=str(tmp_path / "run"), dataset=tiny_faces, config_file=tiny_config_file, task=task,
         per_device_train_batch_size=16, num_train_epochs=2, learning_rate=1e-3, report_to="none", seed=2,
+        eval_split="test", test_split="",  # tiny_faces has train and test splits only
     ))
     AcceleratorState._reset_state(True)
     best = json.loads((tmp_path / "run" / "best" / "eval_results.json").read_text())

@@ -267,7 +267,8 @@ def test_a_crash_while_resuming_keeps_the_metrics_log(tmp_path, monkeypatch, fre
 STEPS = 32
 ARGS = ["--task", "expression", "--per_device_train_batch_size", "4", "--num_train_epochs", "2",
         "--learning_rate", "1e-3", "--checkpointing_steps", "1", "--checkpoints_total_limit", "2",
-        "--logging_steps", "1", "--report_to", "none", "--seed", "5"]
+        "--logging_steps", "1", "--report_to", "none", "--seed", "5",
+        "--eval_split", "test", "--test_split", ""]  # tiny_faces has train and test splits only
 
 
 def start(output_dir: Path, dataset: str, config_file: str, log_name: str, resume: bool) -> subprocess.Popen:

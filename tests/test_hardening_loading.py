@@ -88,6 +88,7 @@ def test_a_checkpoint_of_the_other_task_is_fine_tuned_with_the_new_labels(tmp_pa
     results = finetune(FineTuningArguments(
         output_dir=str(tmp_path / "run"), model_name_or_path=str(checkpoints[source]), dataset=tiny_faces, task=task,
         per_device_train_batch_size=16, num_train_epochs=1, max_steps=2, learning_rate=1e-3, report_to="none", seed=1,
+        eval_split="test", test_split="",  # tiny_faces has train and test splits only
     ))
     assert results["task"] == task
     best = CLEFModel.from_pretrained(tmp_path / "run" / "best")

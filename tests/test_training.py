@@ -32,9 +32,12 @@ pytestmark = pytest.mark.usefixtures("fresh_accelerator_state")
 
 
 def finetune_args(output_dir, dataset, config_file, **overrides) -> FineTuningArguments:
+    # tiny_faces has train and test splits only: the loop's tests select on test, knowingly, at the fixed threshold
+    # (tests/test_model_selection.py covers the held-out selection).
     values = dict(output_dir=str(output_dir), dataset=dataset, config_file=config_file, task="au",
                   per_device_train_batch_size=16, per_device_eval_batch_size=32, num_train_epochs=2,
-                  learning_rate=1e-3, report_to="none", logging_steps=1, seed=3)
+                  learning_rate=1e-3, report_to="none", logging_steps=1, seed=3,
+                  eval_split="test", test_split="", select_au_threshold=False)
     values.update(overrides)
     return FineTuningArguments(**values)
 
@@ -153,6 +156,8 @@ def test_resuming_mid_epoch_from_a_checkpoint_gives_the_uninterrupted_weights(
     resumed_dir = tmp_path / "resumed" / "checkpoints"
     resumed_dir.mkdir(parents=True)
     os.system(f"cp -r {tmp_path / 'full' / 'checkpoints' / 'step-6'} {resumed_dir}")
+    # and the best model: epoch 0's, as the interrupted run left it, or epoch 1's, which the resumed run saves again
+    os.system(f"cp -r {tmp_path / 'full' / 'best'} {tmp_path / 'resumed'}")
     assert json.loads((resumed_dir / "step-6" / "loop_state.json").read_text())["batches_done"] == 4
     AcceleratorState._reset_state(True)
     GradientState._reset_state()
@@ -167,7 +172,8 @@ def run_finetune_script(output_dir, dataset, config_file, extra=()) -> subproces
     command = [sys.executable, str(ROOT / "scripts" / "finetune.py"), "--output_dir", str(output_dir),
                "--dataset", dataset, "--config_file", config_file, "--task", "expression",
                "--per_device_train_batch_size", "4", "--num_train_epochs", "3", "--learning_rate", "1e-3",
-               "--checkpointing_steps", "4", "--report_to", "none", "--seed", "5", *extra]
+               "--checkpointing_steps", "4", "--report_to", "none", "--seed", "5",
+               "--eval_split", "test", "--test_split", "", *extra]  # tiny_faces has train and test splits only
     return subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
                             env={**os.environ, "HF_HUB_OFFLINE": "1", "OMP_NUM_THREADS": "1"})
 

@@ -102,6 +102,7 @@ def cl_ile_worker(rank: int, store: str, output_dir: str, dataset: str, config_f
         output_dir=output_dir, dataset=dataset, config_file=config_file, task="au", objective="cl_ile",
         per_device_train_batch_size=8, per_device_eval_batch_size=16, max_steps=4, learning_rate=1e-3,
         report_to="none", seed=4, checkpointing_steps=2, cpu=True,
+        eval_split="test", test_split="",  # tiny_faces has train and test splits only
     ))
     if dist.is_initialized():
         dist.destroy_process_group()

@@ -68,7 +68,7 @@ def test_stage_zero_trains_both_towers_and_the_temperature_then_stage_one_and_fi
     tuned = finetune(FineTuningArguments(
         output_dir=str(tmp_path / "ft"), dataset=tiny_faces, model_name_or_path=result["model_dir"], task="au",
         per_device_train_batch_size=16, per_device_eval_batch_size=32, max_steps=2, learning_rate=1e-3,
-        report_to="none", seed=3,
+        report_to="none", seed=3, eval_split="test", test_split="",  # tiny_faces has train and test splits only
     ))
     model = CLEFModel.from_pretrained(tuned["best_model_dir"])
     assert model.config.task == "au" and model.label_embeddings.shape == (17, PROJECTION_DIM)

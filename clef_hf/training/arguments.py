@@ -233,7 +233,21 @@ class FineTuningArguments(TrainingLoopArguments):
                   "choices": list(COMPONENTS)},
     )
     num_train_epochs: float = field(default=20.0, metadata={"help": "Epochs to train (the paper does not say)."})
-    eval_split: str = field(default="test", metadata={"help": "The held-out split evaluated after each epoch."})
+    eval_split: str = field(
+        default="validation",
+        metadata={"help": "The held-out split evaluated after each epoch; it picks the best epoch and the AU "
+                          "threshold, so it must not be the split you report (a data set with only train and test "
+                          "can pass --eval_split test --test_split '' knowingly)."},
+    )
+    test_split: str | None = field(
+        default="test",
+        metadata={"help": "The split evaluated once, at the end, with the best model; empty to skip."},
+    )
+    select_au_threshold: bool = field(
+        default=True,
+        metadata={"help": "AUs: at the best epoch, choose the probability threshold (0.05 to 0.95) that maximises "
+                          "the mean F1 on --eval_split, and save it as the model's config.au_threshold."},
+    )
     per_device_eval_batch_size: int = 128
     text_warmup_steps: int = field(
         default=0,
@@ -284,6 +298,10 @@ class FineTuningArguments(TrainingLoopArguments):
             )
         if self.best_model_dir is None:
             self.best_model_dir = os.path.join(self.output_dir, "best")
+        if not self.eval_split:
+            raise ValueError("--eval_split must name the split that picks the best epoch, got an empty string.")
+        if not self.test_split:
+            self.test_split = None  # "" on the command line: no test split
 
 
 @dataclass

@@ -8,6 +8,7 @@ a 7-class set, where the prediction is the best of the set's classes).
 
 import json
 import os
+from dataclasses import dataclass
 
 import torch
 from accelerate import Accelerator
@@ -21,6 +22,11 @@ from ..processing_clef import CLEFProcessor
 from .arguments import EvaluationArguments
 from .data import FacialBehaviorCollator, get_split, load_splits
 from .initialization import labels_of_split
+
+#: The metric that selects a model (the best epoch, a decision threshold, a reference's C), per task.
+BEST_METRIC = {"au": "mean_f1", "expression": "accuracy"}
+#: The AU probability thresholds tried on the validation split: 0.05, 0.10, ..., 0.95.
+AU_THRESHOLD_GRID = tuple(round(0.05 * step, 2) for step in range(1, 20))
 
 
 def align_labels(model_label_ids: list[str], split_label_ids: list[str], task: str) -> tuple[list[int], list[int]]:
@@ -42,20 +48,33 @@ def align_labels(model_label_ids: list[str], split_label_ids: list[str], task: s
     return [m for m, _ in common], [s for _, s in common]
 
 
+@dataclass
+class LabelScores:
+    """A model's scores on a split, gathered from every process.
+
+    Attributes:
+        scores: (n, num_compared) AU probabilities `sigmoid(logit)` (AUs) or logits over the split's classes
+            (expressions).
+        references: (n, num_compared) AU labels, 1 / 0 / -1 unknown (AUs), or (n,) class indices (expressions).
+        label_ids: the compared labels, in the split's order.
+    """
+
+    scores: torch.Tensor
+    references: torch.Tensor
+    label_ids: list[str]
+
+
 @torch.no_grad()
-def evaluate_model(
+def label_scores(
     accelerator: Accelerator,
     model: CLEFModel,
     dataloader: DataLoader,
     task: str,
     label_embeds: torch.Tensor,
     split_label_ids: list[str] | None = None,
-) -> dict:
-    """Metrics of `model` on the batches of `dataloader` (prepared by `accelerator`).
-
-    For AUs, per-AU F1 and their mean (an AU is present when `sigmoid(logit) > config.au_threshold`); for
-    expressions, accuracy, per-class accuracy and the confusion matrix (the predicted class is the most similar of the
-    split's classes).
+) -> LabelScores:
+    """The scores of `model` on the batches of `dataloader` (prepared by `accelerator`), every process's rows
+    gathered (the padding of uneven batches dropped), on the CPU.
 
     Args:
         model: the unwrapped model.
@@ -69,26 +88,68 @@ def evaluate_model(
     selected = label_embeds[model_indices].float()  # (num_compared, projection_dim)
     was_training = model.training
     model.eval()
-    # Every process gathers all predictions (gather_for_metrics drops the padding of uneven batches), so each can
-    # compute the metric on its own, in memory: no cache files, no cross-process file locks.
-    metric = load_metric(AU_F1 if task == "au" else EXPRESSION_ACCURACY, keep_in_memory=True)
+    scores, references = [], []
     for batch in dataloader:
         with accelerator.autocast():
             image_embeds = nn.functional.normalize(model.get_image_features(batch["pixel_values"]), dim=-1)
         logits = image_embeds.float() @ selected.T / model.temperature.float()
-        references = batch[task]
+        labels = batch[task]
         if task == "au":
-            predictions = (torch.sigmoid(logits) > model.config.au_threshold).long()
-            references = references[:, split_indices]
-        else:
-            predictions = logits.argmax(-1)
-        predictions, references = accelerator.gather_for_metrics((predictions, references))
-        metric.add_batch(predictions=predictions.cpu().tolist(), references=references.cpu().tolist())
+            logits, labels = torch.sigmoid(logits), labels[:, split_indices]
+        # Every process gathers all rows, so each can compute the metric on its own, in memory: no cache files, no
+        # cross-process file locks.
+        batch_scores, batch_references = accelerator.gather_for_metrics((logits, labels))
+        scores.append(batch_scores.cpu())
+        references.append(batch_references.cpu())
     model.train(was_training)
-    compared = [split_label_ids[index] for index in split_indices]
+    return LabelScores(torch.cat(scores), torch.cat(references), [split_label_ids[index] for index in split_indices])
+
+
+def prediction_metrics(predictions: list, references: list, task: str, label_ids: list[str]) -> dict:
+    """The project's metrics (`clef_hf.metrics`) of predictions: per-AU F1 and their mean, -1 references ignored,
+    for (n, num_aus) 0/1 predictions (AUs); accuracy, per-class accuracy and the confusion matrix for (n,) class
+    indices (expressions). `label_ids` name the AUs or classes, in order."""
     if task == "au":
-        return metric.compute(label_ids=compared)
-    return metric.compute(num_classes=len(compared), label_ids=compared)
+        return load_metric(AU_F1, keep_in_memory=True).compute(
+            predictions=predictions, references=references, label_ids=label_ids)
+    return load_metric(EXPRESSION_ACCURACY, keep_in_memory=True).compute(
+        predictions=predictions, references=references, num_classes=len(label_ids), label_ids=label_ids)
+
+
+def metrics_from_scores(scores: LabelScores, task: str, au_threshold: float = 0.5) -> dict:
+    """[`prediction_metrics`] of `scores`: an AU is present when its probability exceeds `au_threshold` (AUs); the
+    predicted class is the highest-scoring one (expressions)."""
+    predictions = (scores.scores > au_threshold).long() if task == "au" else scores.scores.argmax(-1)
+    return prediction_metrics(predictions.tolist(), scores.references.tolist(), task, scores.label_ids)
+
+
+def evaluate_model(
+    accelerator: Accelerator,
+    model: CLEFModel,
+    dataloader: DataLoader,
+    task: str,
+    label_embeds: torch.Tensor,
+    split_label_ids: list[str] | None = None,
+) -> dict:
+    """Metrics of `model` on the batches of `dataloader` (prepared by `accelerator`).
+
+    For AUs, per-AU F1 and their mean (an AU is present when `sigmoid(logit) > config.au_threshold`); for
+    expressions, accuracy, per-class accuracy and the confusion matrix (the predicted class is the most similar of the
+    split's classes). The arguments are those of [`label_scores`].
+    """
+    scores = label_scores(accelerator, model, dataloader, task, label_embeds, split_label_ids)
+    return metrics_from_scores(scores, task, model.config.au_threshold)
+
+
+def select_au_threshold(scores: LabelScores, thresholds: tuple[float, ...] = AU_THRESHOLD_GRID) -> tuple[float, dict]:
+    """The global AU probability threshold of `thresholds` with the highest mean F1 on `scores` (ties go to the one
+    nearest 0.5), and the metrics at it."""
+    best = None
+    for threshold in sorted(thresholds, key=lambda value: (abs(value - 0.5), value)):
+        metrics = metrics_from_scores(scores, "au", threshold)
+        if best is None or metrics["mean_f1"] > best[1]["mean_f1"]:
+            best = (threshold, metrics)
+    return best
 
 
 def baseline_metrics(train_split, eval_split, task: str, label_ids: list[str]) -> dict:
@@ -96,15 +157,11 @@ def baseline_metrics(train_split, eval_split, task: str, label_ids: list[str]) -
     or the training split's most frequent class for every image (expressions)."""
     references = list(eval_split.select_columns([task])[task])
     if task == "au":
-        metric = load_metric(AU_F1, keep_in_memory=True)
-        return metric.compute(predictions=[[1] * len(row) for row in references], references=references,
-                              label_ids=label_ids)
+        return prediction_metrics([[1] * len(row) for row in references], references, task, label_ids)
     counts = torch.bincount(torch.tensor(list(train_split.select_columns([task])[task])), minlength=len(label_ids))
     majority = int(counts.argmax())
-    metric = load_metric(EXPRESSION_ACCURACY, keep_in_memory=True)
-    return {"majority_class": label_ids[majority], **metric.compute(
-        predictions=[majority] * len(references), references=references, num_classes=len(label_ids),
-        label_ids=label_ids)}
+    return {"majority_class": label_ids[majority],
+            **prediction_metrics([majority] * len(references), references, task, label_ids)}
 
 
 def evaluate_checkpoint(args: EvaluationArguments) -> dict:
@@ -141,4 +198,16 @@ def evaluate_checkpoint(args: EvaluationArguments) -> dict:
     return results
 
 
-__all__ = ["align_labels", "baseline_metrics", "evaluate_checkpoint", "evaluate_model"]
+__all__ = [
+    "AU_THRESHOLD_GRID",
+    "BEST_METRIC",
+    "LabelScores",
+    "align_labels",
+    "baseline_metrics",
+    "evaluate_checkpoint",
+    "evaluate_model",
+    "label_scores",
+    "metrics_from_scores",
+    "prediction_metrics",
+    "select_au_threshold",
+]

@@ -5,10 +5,14 @@ ablations of Table 6, evaluation after every epoch and the best model kept as a 
 identity-label embeddings, Eq. 3) for the first `cl_ile_stage_one_fraction` of the steps, then its stage II (the
 general encoder and AU embeddings, Eq. 6), each with its own warm-up and decay; evaluation starts with stage II.
 
+Model selection is held out from the reported numbers: `--eval_split` (default `validation`) picks the best epoch
+and, for AUs, the decision threshold; `--test_split` (default `test`) is evaluated once, at the end, with that model.
+
 `finetune(args)` reads top to bottom like Accelerate's `complete_nlp_example.py`; `scripts/finetune.py` calls it.
 """
 
 import json
+import logging
 import math
 import os
 
@@ -34,14 +38,20 @@ from .data import (
     get_split,
     load_splits,
 )
-from .evaluation import baseline_metrics, evaluate_model
+from .evaluation import (
+    BEST_METRIC,
+    baseline_metrics,
+    evaluate_model,
+    label_scores,
+    metrics_from_scores,
+    select_au_threshold,
+)
 from .initialization import labels_of_split, load_model_and_processor
 from .optimization import make_optimizer, make_scheduler, training_steps
 from .pretrain import draw_template, step_generator
 from .tracking import MetricsLog, make_accelerator, tracker_config
 
-#: The metric that picks the best epoch, per task.
-BEST_METRIC = {"au": "mean_f1", "expression": "accuracy"}
+logger = logging.getLogger(__name__)
 
 
 class FineTuningModule(nn.Module):
@@ -121,6 +131,25 @@ def infer_task(split, task: str | None) -> str:
     return present[0]
 
 
+def held_out_splits(splits, args: FineTuningArguments, task: str) -> tuple:
+    """`(eval_split, test_split)`: the split that picks the best epoch (and the AU threshold), and the split
+    evaluated once at the end (None without `--test_split`), both checked to have images and the task's labels."""
+    if args.eval_split not in splits:
+        raise ValueError(
+            f"--eval_split {args.eval_split!r} is not a split of the data set; it has {sorted(splits)}. Pass "
+            "--eval_split to name the split that picks the best epoch and the AU threshold (a validation split, held "
+            "out from training and from the test split). A data set with only train and test splits can pass "
+            "--eval_split test --test_split '' knowingly: the reported numbers are then those it was selected on."
+        )
+    eval_split = get_split(splits, args.eval_split, ("image", task), "--eval_split")
+    if args.test_split is None:
+        return eval_split, None
+    if args.test_split == args.eval_split:
+        logger.warning("--test_split %r is also --eval_split: its numbers are those the model was selected on.",
+                       args.test_split)
+    return eval_split, get_split(splits, args.test_split, ("image", task), "--test_split")
+
+
 def warm_up_label_texts(model: CLEFModel, name_tokens: dict, description_tokens: dict, steps: int, lr: float) -> None:
     """Train the text side alone on Eq. 3 for `steps` steps, at the initial temperature.
 
@@ -141,11 +170,20 @@ def warm_up_label_texts(model: CLEFModel, name_tokens: dict, description_tokens:
 
 
 def finetune(args: FineTuningArguments) -> dict:
-    """Run stage 2; keep the best epoch's model in `args.best_model_dir`.
+    """Run stage 2; keep the best epoch's model in `args.best_model_dir`, with its AU threshold, and test it once.
 
     Returns:
-        `{"baseline" (a trivial predictor's metrics), "task", "global_step", "best_epoch", "best_metric", "best" (its metrics), "history" (per-epoch metrics),
-        "class_weights", "best_model_dir"}`, also written to `output_dir/all_results.json`.
+        A dict, also written to `output_dir/all_results.json`:
+        - `"history"`: the metrics on `--eval_split` after each epoch (at the initial `config.au_threshold`);
+        - `"best_epoch"`, `"best_metric"`, `"best"`: the epoch with the best `BEST_METRIC` there, and its metrics;
+        - `"baseline"`: a trivial predictor's metrics on `--eval_split`;
+        - `"au_threshold"`: the AU threshold saved with the model (chosen on `--eval_split` with
+          `--select_au_threshold`), None for expressions;
+        - `"validation"`: the best model's metrics on `--eval_split` at that threshold;
+        - `"test"`, `"test_baseline"`: the best model's and the trivial predictor's metrics on `--test_split`,
+          computed once, after training (None without a test split);
+        - `"eval_split"`, `"test_split"`, `"task"`, `"objective"`, `"components"`, `"global_step"`,
+          `"class_weights"`, `"best_model_dir"`.
     """
     # 1. Devices, precision, trackers; seeding.
     cl_ile = args.objective == "cl_ile"
@@ -162,7 +200,7 @@ def finetune(args: FineTuningArguments) -> dict:
     train_split = get_split(splits, args.train_split, ("image", task, "subject") if cl_ile else ("image", task),
                             "--train_split")
     subjects = sorted(set(train_split["subject"])) if cl_ile else []  # CL-ILE: one set of ILEs per subject
-    eval_split = get_split(splits, args.eval_split, ("image", task), "--eval_split")
+    eval_split, test_split = held_out_splits(splits, args, task)
     labels = labels_of_split(train_split, task)
     class_weights = class_weights_from_split(train_split, task, len(labels["label_names"]))
 
@@ -308,21 +346,43 @@ def finetune(args: FineTuningArguments) -> dict:
     save_checkpoint(accelerator, args.output_dir, loop_state, args.checkpoints_total_limit)  # the finished state
     progress.close()
 
-    # 6. Results.
+    # 6. The best model: its AU threshold chosen on the eval split, then the test split, once.
+    final = finish_best_model(accelerator, args, task, processor, eval_dataloader, test_split, collator,
+                              loop_state["best_epoch"])
+    if final["test"] is not None:
+        metrics_log.log({f"test/{key}": value for key, value in final["test"].items()
+                         if isinstance(value, (int, float))}, loop_state["global_step"])
+
+    # 7. Results.
     best = next(entry for entry in loop_state["history"] if entry["epoch"] == loop_state["best_epoch"])
-    baseline = baseline_metrics(train_split, eval_split, task, list(labels["label_ids"]))
+    label_ids = list(labels["label_ids"])
     results = {
-        "baseline": baseline,
+        "baseline": baseline_metrics(train_split, eval_split, task, label_ids),
         "task": task, "objective": args.objective, "components": None if cl_ile else args.components,
         "global_step": loop_state["global_step"],
+        "eval_split": args.eval_split, "test_split": args.test_split,
         "best_epoch": loop_state["best_epoch"], "best_metric": loop_state["best_metric"], "best": best,
-        "history": loop_state["history"], "class_weights": class_weights, "best_model_dir": args.best_model_dir,
+        "history": loop_state["history"],
+        "au_threshold": final["au_threshold"], "validation": final["validation"], "test": final["test"],
+        "test_baseline": None if test_split is None else baseline_metrics(train_split, test_split, task, label_ids),
+        "class_weights": class_weights, "best_model_dir": args.best_model_dir,
     }
     if accelerator.is_main_process:
         with open(os.path.join(args.output_dir, "all_results.json"), "w") as file:
             json.dump(results, file, indent=1)
     accelerator.end_training()
     return results
+
+
+def write_model_folder(folder: str, model: CLEFModel, processor, args: FineTuningArguments, eval_results: dict) -> None:
+    """The Hub-ready folder of a fine-tuned model: weights and config, processor, `training_args.json` and
+    `eval_results.json`."""
+    model.save_pretrained(folder)
+    processor.save_pretrained(folder)
+    with open(os.path.join(folder, "training_args.json"), "w") as file:
+        json.dump(args.to_dict(), file, indent=1)
+    with open(os.path.join(folder, "eval_results.json"), "w") as file:
+        json.dump(eval_results, file, indent=1)
 
 
 def save_best(
@@ -335,16 +395,68 @@ def save_best(
     accelerator.wait_for_everyone()
     if not accelerator.is_main_process:
         return
-
-    def write(folder: str) -> None:
-        unwrapped.model.save_pretrained(folder)
-        processor.save_pretrained(folder)
-        with open(os.path.join(folder, "training_args.json"), "w") as file:
-            json.dump(args.to_dict(), file, indent=1)
-        with open(os.path.join(folder, "eval_results.json"), "w") as file:
-            json.dump({"epoch": epoch, "split": args.eval_split, "dataset": args.dataset_name, **metrics}, file, indent=1)
-
-    save_directory_atomically(args.best_model_dir, write)
+    eval_results = {"epoch": epoch, "split": args.eval_split, "dataset": args.dataset_name, **metrics}
+    save_directory_atomically(
+        args.best_model_dir, lambda folder: write_model_folder(folder, unwrapped.model, processor, args, eval_results)
+    )
 
 
-__all__ = ["BEST_METRIC", "FineTuningModule", "finetune", "infer_task", "warm_up_label_texts"]
+def finish_best_model(
+    accelerator: Accelerator,
+    args: FineTuningArguments,
+    task: str,
+    processor,
+    eval_dataloader: DataLoader,
+    test_split,
+    collator: FacialBehaviorCollator,
+    best_epoch: int,
+) -> dict:
+    """Reload the best epoch's model from `args.best_model_dir`; for AUs with `args.select_au_threshold`, choose its
+    threshold on the eval split ([`select_au_threshold`]); evaluate the test split once; save the model again with
+    the threshold in its config and the test metrics (the eval split's without a test split) in `eval_results.json`.
+
+    Returns:
+        `{"au_threshold" (None for expressions), "validation" (the eval split's metrics at that threshold), "test"
+        (None without a test split)}`.
+    """
+    accelerator.wait_for_everyone()  # the main process has written the folder
+    if not os.path.isfile(os.path.join(args.best_model_dir, "config.json")):
+        raise FileNotFoundError(
+            f"--best_model_dir {args.best_model_dir} holds no model, but the best epoch ({best_epoch}) was saved there: "
+            "a resumed run needs the best model its interrupted run left (keep --output_dir and --best_model_dir)."
+        )
+    model = CLEFModel.from_pretrained(args.best_model_dir).to(accelerator.device).eval()
+    label_embeds = model._stored_label_embeddings()
+    scores = label_scores(accelerator, model, eval_dataloader, task, label_embeds)
+    if task == "au" and args.select_au_threshold:
+        model.config.au_threshold, validation = select_au_threshold(scores)
+    else:
+        validation = metrics_from_scores(scores, task, model.config.au_threshold)
+    test = None
+    if test_split is not None:
+        test_dataloader = accelerator.prepare_data_loader(DataLoader(
+            test_split, batch_size=args.per_device_eval_batch_size, collate_fn=collator,
+            num_workers=args.dataloader_num_workers))
+        test = evaluate_model(accelerator, model, test_dataloader, task, label_embeds,
+                              labels_of_split(test_split, task)["label_ids"])
+    au_threshold = model.config.au_threshold if task == "au" else None
+    eval_results = {"epoch": best_epoch, "split": args.test_split or args.eval_split, "dataset": args.dataset_name,
+                    "selection_split": args.eval_split, "au_threshold": au_threshold, **(test or validation)}
+    if accelerator.is_main_process:
+        save_directory_atomically(
+            args.best_model_dir, lambda folder: write_model_folder(folder, model, processor, args, eval_results)
+        )
+    accelerator.wait_for_everyone()
+    return {"au_threshold": au_threshold, "validation": validation, "test": test}
+
+
+__all__ = [
+    "BEST_METRIC",
+    "FineTuningModule",
+    "finetune",
+    "finish_best_model",
+    "held_out_splits",
+    "infer_task",
+    "warm_up_label_texts",
+    "write_model_folder",
+]
