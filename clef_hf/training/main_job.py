@@ -1,0 +1,229 @@
+"""The main job (`make demo`): the paper's pipeline on the shipped synthetic faces, every row on one split.
+
+1. builds `synthfaces` with subject-exclusive train / validation / test splits, and a stage-0 set of captioned faces
+   from other subjects (`first_subject=1000`), disjoint from every fine-tuning and test subject;
+2. fits the classical references (logistic regression on grey pixels and on HOG, C chosen on validation);
+3. stage 0: image-caption pre-training (FaRL in miniature, `pretraining_losses="image_text"`);
+4. stage 1: activity pre-training (Eq. 2) from the stage-0 model;
+5. stage 2 for AUs and expressions from three starts (random init, stage 0, stage 0 + 1) with each of Table 6's
+   label sides (I, IN, IND): the epoch and the AU threshold are chosen on validation, the test split is read once;
+6. saves the full pipeline's IND models as `OUTPUT_DIR/au-model` and `OUTPUT_DIR/expression-model`;
+7. writes `OUTPUT_DIR/results.json` and prints one table, every row on the test subjects.
+
+A finished stage or run is read back from its `all_results.json` / saved model, so an interrupted job resumes.
+"""
+
+import json
+import math
+import os
+import time
+from dataclasses import asdict, dataclass
+
+from dataset_builders import au_ids_of, build_dataset
+
+from .arguments import FineTuningArguments, PretrainingArguments
+from .evaluation import BEST_METRIC
+from .finetune import finetune
+from .pretrain import pretrain
+from .recipes import SYNTHFACES_FINETUNING, SYNTHFACES_MODEL_CONFIG, SYNTHFACES_RECIPE
+from .references import classical_references
+
+#: The starts of stage 2, in the table's order: name -> the stages before it.
+STARTS = ("random init", "stage 0", "stage 0 + 1")
+#: Table 6's label sides.
+COMPONENTS = ("I", "IN", "IND")
+TASKS = ("au", "expression")
+
+
+@dataclass
+class MainJobOptions:
+    """Sizes and budgets of the main job; the defaults fit about 15 minutes on 2 CPU cores.
+
+    Attributes:
+        output_dir: where everything goes.
+        num_subjects, num_validation_subjects, num_test_subjects, frames_per_activity: the fine-tuning data.
+        stage0_subjects, stage0_frames_per_activity: the stage-0 captioned faces (other subjects).
+        stage0_epochs, stage1_epochs, finetuning_epochs: budgets; every stage-2 row gets the same.
+        seed: seed of data order, augmentation and initialisation.
+        quick: a tiny smoke test (few subjects, a few steps).
+    """
+
+    output_dir: str = "outputs/demo"
+    num_subjects: int = 28
+    num_validation_subjects: int = 4
+    num_test_subjects: int = 4
+    frames_per_activity: int = 16
+    stage0_subjects: int = 150
+    stage0_frames_per_activity: int = 6
+    stage0_epochs: float = 3
+    stage1_epochs: float = 2
+    finetuning_epochs: float = 10
+    seed: int = 0
+    quick: bool = False
+
+    def __post_init__(self):
+        if self.quick:
+            self.num_subjects, self.num_validation_subjects, self.num_test_subjects = 6, 1, 2
+            self.frames_per_activity, self.stage0_subjects, self.stage0_frames_per_activity = 3, 4, 2
+
+    @property
+    def data_options(self) -> dict:
+        return {"num_subjects": self.num_subjects, "num_validation_subjects": self.num_validation_subjects,
+                "num_test_subjects": self.num_test_subjects, "frames_per_activity": self.frames_per_activity,
+                "seed": self.seed}
+
+    @property
+    def stage0_data_options(self) -> dict:
+        return {"first_subject": 1000, "num_subjects": self.stage0_subjects, "num_test_subjects": 0,
+                "frames_per_activity": self.stage0_frames_per_activity, "seed": self.seed}
+
+
+def _read_json(path: str) -> dict | None:
+    if not os.path.exists(path):
+        return None
+    with open(path) as file:
+        return json.load(file)
+
+
+def run_pretraining(options: MainJobOptions, name: str, data_options: dict, epochs: float, **kwargs) -> dict:
+    """Stage 0 or stage 1, or its record if it finished before (`OUTPUT_DIR/name/result.json`)."""
+    folder = os.path.join(options.output_dir, name)
+    record_path = os.path.join(folder, "result.json")
+    record = _read_json(record_path)
+    if record is not None:
+        return record
+    started = time.perf_counter()
+    result = pretrain(PretrainingArguments(
+        output_dir=folder, dataset="synthfaces", dataset_options=json.dumps(data_options),
+        cache_dir=os.path.join(options.output_dir, "data"), num_proc=2, num_train_epochs=epochs,
+        **{**SYNTHFACES_RECIPE, "seed": options.seed, "logging_steps": 20, "checkpointing_steps": 200,
+           **({"max_steps": 3} if options.quick else {}), **kwargs},
+    ))
+    history = _read_training_losses(folder)
+    record = {**result, "seconds": round(time.perf_counter() - started, 1), "first_losses": history[:3],
+              "last_losses": history[-3:]}
+    with open(record_path, "w") as file:
+        json.dump(record, file, indent=1)
+    return record
+
+
+def _read_training_losses(folder: str) -> list[float]:
+    """The logged training-window losses of a run (`metrics.jsonl` of `MetricsLog`), oldest first."""
+    path = os.path.join(folder, "metrics.jsonl")
+    if not os.path.exists(path):
+        return []
+    losses = []
+    with open(path) as file:
+        for line in file:
+            entry = json.loads(line)
+            value = entry.get("train/loss", entry.get("loss"))
+            if isinstance(value, (int, float)):
+                losses.append(round(float(value), 4))
+    return losses
+
+
+def run_finetuning(options: MainJobOptions, task: str, start: str, components: str, starts: dict) -> dict:
+    """One stage-2 row (read back if it finished before): validation picks the epoch and AU threshold, test once."""
+    slug = f"{task}-{start.replace(' ', '').replace('+', '_')}-{components}"
+    folder = os.path.join(options.output_dir, "runs", slug)
+    done = _read_json(os.path.join(folder, "all_results.json"))
+    if done is not None and done.get("test") is not None:
+        return done
+    initial = {"config_file": SYNTHFACES_MODEL_CONFIG} if starts[start] is None else \
+        {"model_name_or_path": starts[start]}
+    keep = start == STARTS[-1] and components == "IND"  # the full pipeline's model is the one saved
+    return finetune(FineTuningArguments(
+        output_dir=folder, task=task, components=components,
+        best_model_dir=os.path.join(options.output_dir, f"{task}-model") if keep else None,
+        dataset="synthfaces", dataset_options=json.dumps(options.data_options),
+        cache_dir=os.path.join(options.output_dir, "data"), num_proc=2,
+        num_train_epochs=options.finetuning_epochs, eval_split="validation", test_split="test",
+        **SYNTHFACES_FINETUNING, **initial,
+        **{**SYNTHFACES_RECIPE, "seed": options.seed, "logging_steps": 20, "checkpointing_steps": 200,
+           **({"max_steps": 4} if options.quick else {})},
+    ))
+
+
+def run_main_job(options: MainJobOptions) -> dict:
+    """Run every stage and row (resuming finished ones); return and write the summary (`results.json`)."""
+    started = time.perf_counter()
+    os.makedirs(options.output_dir, exist_ok=True)
+    splits = build_dataset("synthfaces", cache_dir=os.path.join(options.output_dir, "data"), num_proc=2,
+                           **options.data_options)
+
+    # The classical references, on the same split.
+    references = {}
+    for task in TASKS:
+        label_ids = au_ids_of(splits["train"]) if task == "au" else splits["train"].features["expression"].names
+        references[task] = classical_references(splits["train"], splits["validation"], splits["test"], task,
+                                                list(label_ids))
+
+    # Stage 0 (captions, other subjects), then stage 1 (activities) from it.
+    stage0 = run_pretraining(options, "stage0", options.stage0_data_options, options.stage0_epochs,
+                             pretraining_losses="image_text", config_file=SYNTHFACES_MODEL_CONFIG,
+                             per_device_train_batch_size=64)
+    stage1 = run_pretraining(options, "stage1", options.data_options, options.stage1_epochs,
+                             model_name_or_path=stage0["model_dir"])
+    starts = {"random init": None, "stage 0": stage0["model_dir"], "stage 0 + 1": stage1["model_dir"]}
+
+    # Stage 2: every start with every label side, for both tasks.
+    runs = {task: {start: {c: run_finetuning(options, task, start, c, starts) for c in COMPONENTS}
+                   for start in STARTS} for task in TASKS}
+
+    summary = summarize(options, references, stage0, stage1, runs, time.perf_counter() - started)
+    with open(os.path.join(options.output_dir, "results.json"), "w") as file:
+        json.dump(summary, file, indent=1)
+    return summary
+
+
+def summarize(options, references, stage0, stage1, runs, seconds) -> dict:
+    """The figures `make demo` prints and the README quotes, all on the test subjects."""
+    batch = SYNTHFACES_RECIPE["per_device_train_batch_size"]
+    table = {}
+    for task in TASKS:
+        key = BEST_METRIC[task]
+        rows = {"trivial": references[task]["test_baseline"][key]}
+        for name, row in references[task]["rows"].items():
+            rows[name] = row["test"][key]
+        for start in STARTS:
+            for components in COMPONENTS:
+                run = runs[task][start][components]
+                rows[f"CLEF {start} -> stage 2 ({components})"] = run["test"][key]
+        table[task] = {"metric": key, "rows": rows}
+    full = {task: runs[task][STARTS[-1]]["IND"] for task in TASKS}
+    return {
+        "options": asdict(options),
+        "table": table,
+        "au": {"mean_f1": full["au"]["test"]["mean_f1"], "per_au_f1": full["au"]["test"]["per_label_f1"],
+               "au_threshold": full["au"]["au_threshold"], "best_epoch": full["au"]["best_epoch"],
+               "baseline_all_positive_f1": full["au"]["test_baseline"]["mean_f1"],
+               "model_dir": os.path.join(options.output_dir, "au-model")},
+        "expression": {"accuracy": full["expression"]["test"]["accuracy"],
+                       "best_epoch": full["expression"]["best_epoch"],
+                       "baseline_majority_accuracy": full["expression"]["test_baseline"]["accuracy"],
+                       "model_dir": os.path.join(options.output_dir, "expression-model")},
+        "validation": {task: {f"{start} ({c})": runs[task][start][c]["validation"][BEST_METRIC[task]]
+                              for start in STARTS for c in COMPONENTS} for task in TASKS},
+        "references": references,
+        "stage0": stage0,
+        "stage1": {**stage1, "chance_loss": round(2 * math.log(2 * batch - 1), 4)},
+        "seconds": round(seconds, 1),
+    }
+
+
+def format_table(summary: dict) -> str:
+    """The table `make demo` prints: every row's test figure, the classical references among them."""
+    lines = ["Test subjects of synthfaces (epochs and AU thresholds chosen on the validation subjects)"]
+    au, expression = summary["table"]["au"]["rows"], summary["table"]["expression"]["rows"]
+    lines.append(f"{'model':<44}{'AU mean F1':>12}{'expression acc':>16}")
+    for name in au:
+        lines.append(f"{name:<44}{au[name]:>12.3f}{expression[name]:>16.3f}")
+    stage1 = summary["stage1"]
+    lines.append(f"\nstage 1 loss: first windows {stage1['first_losses']}, last {stage1['last_losses']} "
+                 f"(chance, identical features: 2 log(2n-1) = {stage1['chance_loss']})")
+    lines.append(f"{summary['seconds']:.0f} s in all; models in {summary['au']['model_dir']} and "
+                 f"{summary['expression']['model_dir']}")
+    return "\n".join(lines)
+
+
+__all__ = ["COMPONENTS", "MainJobOptions", "STARTS", "format_table", "run_main_job"]
