@@ -11,6 +11,8 @@ from transformers import CLIPTextConfig, CLIPVisionConfig, PretrainedConfig
 from .vocabulary import ACTIVITY_TEMPLATES, DESCRIPTION_TEMPLATES, NAME_TEMPLATE
 
 TASKS = ("au", "expression")
+#: What `CLEFConfig.label_text` may name: the texts embedded as the labels.
+LABEL_TEXTS = ("names", "descriptions")
 
 #: The paper's image encoder: ViT-B/16 at 224 px (FaRL's architecture). CLIP's own default patch size is 32.
 DEFAULT_VISION_CONFIG = {"image_size": 224, "patch_size": 16}
@@ -53,6 +55,10 @@ class CLEFConfig(PretrainedConfig):
             The paper's single label-name prompt.
         description_templates (`list[str]`, *optional*):
             Prompts for label descriptions; one is drawn per mini-batch.
+        label_text (`str`, *optional*, defaults to `"names"`):
+            Which texts [`~CLEFModel.update_label_embeddings`] embeds as the labels: `"names"` (the label names in
+            `name_template`, CLEF) or `"descriptions"` (the label descriptions in the first description template: a
+            model fine-tuned with Table 6's `ID` components, descriptions without names).
         activity_templates (`list[str]`, *optional*):
             Prompts for activity descriptions in pre-training; one is drawn per mini-batch.
         image_name_loss_weight (`float`, *optional*, defaults to 2.0):
@@ -86,6 +92,7 @@ class CLEFConfig(PretrainedConfig):
     label_descriptions: list[str] = field(default_factory=list)
     name_template: str = NAME_TEMPLATE
     description_templates: list[str] = field(default_factory=lambda: list(DESCRIPTION_TEMPLATES))
+    label_text: str = "names"
     activity_templates: list[str] = field(default_factory=lambda: list(ACTIVITY_TEMPLATES))
     image_name_loss_weight: float = 2.0
     au_threshold: float = 0.5
@@ -130,6 +137,10 @@ class CLEFConfig(PretrainedConfig):
                 )
             if any(not math.isfinite(w) or w < 0 for w in self.class_weights):
                 raise ValueError(f"CLEFConfig.class_weights must be finite and >= 0, got {self.class_weights}.")
+        if self.label_text not in LABEL_TEXTS:
+            raise ValueError(f"CLEFConfig.label_text must be one of {LABEL_TEXTS}, got {self.label_text!r}.")
+        if self.label_text == "descriptions" and self.label_names and not self.label_descriptions:
+            raise ValueError("CLEFConfig(label_text='descriptions') needs `label_descriptions`.")
         for name in ("name_template",):
             if getattr(self, name).count("{}") != 1:
                 raise ValueError(f"CLEFConfig.{name} needs exactly one '{{}}' slot, got {getattr(self, name)!r}.")

@@ -190,7 +190,8 @@ class CLEFModel(CLEFPreTrainedModel):
         return nn.functional.normalize(torch.cat(chunks), dim=-1)
 
     def update_label_embeddings(self, tokenizer) -> torch.FloatTensor:
-        """Recompute the `label_embeddings` buffer from the config's label names and name template.
+        """Recompute the `label_embeddings` buffer from the config's label names and name template (or, with
+        `config.label_text == "descriptions"`, from its label descriptions and first description template).
 
         Call it after training, or after changing `config.label_names`. The buffer is resized to the label count.
 
@@ -202,7 +203,10 @@ class CLEFModel(CLEFPreTrainedModel):
         """
         if not self.config.label_names:
             raise ValueError("config.label_names is empty: there are no label names to embed.")
-        prompts = fill_template(self.config.name_template, self.config.label_names)
+        if self.config.label_text == "descriptions":  # Table 6's ID: images meet the label descriptions
+            prompts = fill_template(self.config.description_templates[0], self.config.label_descriptions)
+        else:
+            prompts = fill_template(self.config.name_template, self.config.label_names)
         embeddings = self.encode_texts(tokenizer, prompts)
         self.label_embeddings = embeddings.to(self.label_embeddings.dtype)
         return self.label_embeddings

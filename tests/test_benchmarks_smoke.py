@@ -100,3 +100,22 @@ def test_scaling_report(reports):
         assert _positive(row["transformers_zero_shot"]["ms_per_image"])
         assert row["our_pipeline_candidate_labels"]["texts_encoded_per_call"] == row["num_labels"]
     assert "Batch size" in log and "Number of labels" in log
+
+
+def test_every_recipe_sweep_row_changes_real_fine_tuning_arguments():
+    """docs/diagnosis.md's sweep rows name options that exist, so a renamed option cannot silently drop out of a row;
+    the new-recipe row is the library's recipe itself, and the old one differs from it where the diagnosis says."""
+    import dataclasses
+
+    sys.path.insert(0, str(ROOT))
+    from benchmarks.recipe_sweep import ROWS
+    from clef_hf.training.arguments import COMPONENTS, FineTuningArguments
+    from clef_hf.training.recipes import SYNTHFACES_RECIPE
+
+    fields = {field.name for field in dataclasses.fields(FineTuningArguments)}
+    for name, changes in ROWS.items():
+        assert set(changes) - {"components"} <= fields, name
+        assert changes.get("components", "IND") in COMPONENTS, name
+    assert ROWS["new-recipe"] == {}
+    assert (SYNTHFACES_RECIPE["text_learning_rate_factor"], SYNTHFACES_RECIPE["max_grad_norm"]) == (1.0, None)
+    assert ROWS["old-recipe"] == {"text_learning_rate_factor": 3.0, "max_grad_norm": 1.0}

@@ -16,12 +16,13 @@ import torch
 from accelerate.state import AcceleratorState, GradientState
 from safetensors.torch import load_file
 
-from clef_hf import CLEFModel, CLEFProcessor
+from clef_hf import CLEFConfig, CLEFModel, CLEFProcessor
 from clef_hf.training import FineTuningArguments, PretrainingArguments, finetune, pretrain
 from clef_hf.training.checkpointing import checkpoint_dirs, resolve_checkpoint
 from clef_hf.training.data import EpochSeededSampler, class_weights_from_split
 from clef_hf.training.initialization import load_model_and_processor
 from clef_hf.training.optimization import make_optimizer, make_scheduler, training_steps
+from clef_hf.vocabulary import fill_template
 
 from conftest import IMAGE_SIZE, PROJECTION_DIM
 
@@ -123,6 +124,30 @@ def test_label_names_component_differs_from_full_clef(tmp_path, tiny_faces, tiny
     finetune(finetune_args(tmp_path / "ind", tiny_faces, tiny_config_file, components="IND", max_steps=2))
     a, b = weights(tmp_path / "in" / "best"), weights(tmp_path / "ind" / "best")
     assert not torch.equal(a["text_projection.weight"], b["text_projection.weight"])
+
+
+def test_descriptions_without_names_component_predicts_with_the_description_embeddings(tmp_path, tiny_faces,
+                                                                                      tiny_config_file):
+    """The poster's ID row: images meet the label descriptions; the saved model embeds descriptions, not names, and
+    predicts with them after `from_pretrained`, and `update_label_embeddings` keeps doing so."""
+    results = finetune(finetune_args(tmp_path, tiny_faces, tiny_config_file, components="ID", max_steps=2))
+    assert results["components"] == "ID"
+    model = CLEFModel.from_pretrained(tmp_path / "best").eval()
+    assert model.config.label_text == "descriptions"
+    processor = CLEFProcessor.from_pretrained(tmp_path / "best")
+    config = model.config
+    descriptions = model.encode_texts(processor.tokenizer, fill_template(config.description_templates[0],
+                                                                        config.label_descriptions))
+    names = model.encode_texts(processor.tokenizer, fill_template(config.name_template, config.label_names))
+    assert torch.allclose(model.label_embeddings, descriptions, atol=1e-5)
+    assert not torch.allclose(model.label_embeddings, names, atol=1e-3)
+    stored = model.label_embeddings.clone()
+    assert torch.allclose(model.update_label_embeddings(processor.tokenizer), stored, atol=1e-5)
+
+
+def test_label_text_must_be_names_or_descriptions():
+    with pytest.raises(ValueError, match="label_text"):
+        CLEFConfig(label_text="captions")
 
 
 def test_mixed_precision_gradient_accumulation_and_checkpointing_run(tmp_path, tiny_faces, tiny_config_file):

@@ -23,8 +23,9 @@ PAPER_FINE_TUNING_LEARNING_RATES = {
 }
 DEFAULT_FINE_TUNING_LEARNING_RATE = 2e-4
 
-#: Table 6's fine-tuning components: image encoder with a linear head (I), plus label names (N), plus descriptions (D).
-COMPONENTS = ("I", "IN", "IND")
+#: Table 6's fine-tuning components: image encoder with a linear head (I), plus label names (N), plus descriptions (D);
+#: and the poster's ID: descriptions without names (images meet the description embeddings, no Eq. 3).
+COMPONENTS = ("I", "IN", "IND", "ID")
 #: Pre-training objectives: Table 6's image views only (PI, L_IĨ) and image views with activity texts (PA, Eq. 2);
 #: SimCLR-style instance discrimination; EmoCo (Sun et al., FG 2021) on expression labels; stage 0, CLIP's / FaRL's
 #: image-text loss on captioned faces.
@@ -229,7 +230,8 @@ class FineTuningArguments(TrainingLoopArguments):
     )
     components: str = field(
         default="IND",
-        metadata={"help": "Table 6: I (image encoder, linear head), IN (+ label names), IND (+ descriptions: CLEF).",
+        metadata={"help": "Table 6: I (image encoder, linear head), IN (+ label names), IND (+ descriptions: CLEF); "
+                          "ID: descriptions without names (the poster's PA+PI+I+D row).",
                   "choices": list(COMPONENTS)},
     )
     num_train_epochs: float = field(default=20.0, metadata={"help": "Epochs to train (the paper does not say)."})

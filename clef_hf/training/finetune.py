@@ -59,6 +59,9 @@ class FineTuningModule(nn.Module):
 
     - `"IND"` (CLEF): label names and descriptions through the text encoder; the loss is Eq. 6.
     - `"IN"`: label names only; the loss is Eq. 4 or 5.
+    - `"ID"` (the poster's extra row): label descriptions only, in the place of the names. Images meet the description
+      embeddings through Eq. 4 or 5 (a description template drawn per batch); there is no Eq. 3. The saved model has
+      `config.label_text = "descriptions"`, so its label embeddings are those of the descriptions.
     - `"I"`: no text encoder. The image features meet a learnable `(num_labels, projection_dim)` matrix
       `label_head` instead of name embeddings: a linear classifier on normalised features, trained with the same
       weighted losses and learnable τ. When saved, its normalised rows become the model's `label_embeddings`, so
@@ -86,6 +89,14 @@ class FineTuningModule(nn.Module):
         description_attention_mask: torch.Tensor | None = None,
     ) -> CLEFOutput:
         """(batch, 3, size, size) images and (batch, num_labels) or (batch,) labels -> [`CLEFOutput`] with the loss."""
+        if self.components == "ID":
+            return self.model(
+                pixel_values=pixel_values,
+                labels=labels,
+                class_weights=class_weights,
+                name_input_ids=description_input_ids,
+                name_attention_mask=description_attention_mask,
+            )
         if self.components != "I":
             use_descriptions = self.components == "IND"
             return self.model(
@@ -116,6 +127,7 @@ class FineTuningModule(nn.Module):
         if self.components == "I":
             self.model.label_embeddings = nn.functional.normalize(self.label_head.detach(), dim=-1).clone()
             return self.model.label_embeddings
+        self.model.config.label_text = "descriptions" if self.components == "ID" else "names"
         return self.model.update_label_embeddings(tokenizer)
 
 
@@ -260,7 +272,7 @@ def finetune(args: FineTuningArguments) -> dict:
     if checkpoint is not None:
         loop_state = load_checkpoint(accelerator, checkpoint)
         accelerator.print(f"Resumed from {checkpoint} at step {loop_state['global_step']}.")
-    elif args.text_warmup_steps and args.components != "I" and not cl_ile:
+    elif args.text_warmup_steps and args.components in ("IN", "IND") and not cl_ile:  # Eq. 3 needs the names
         warm_up_label_texts(
             accelerator.unwrap_model(module).model,
             {k: v.to(device) for k, v in name_tokens.items()},
