@@ -1,7 +1,9 @@
 """The ablation study of Table 6 on the shipped synthetic faces, with the same budget for every method.
 
-Pre-training variants (none; self-supervised, SimCLR-style; CLEF activity pre-training, Eq. 2; EmoCo), each fine-tuned
-as I, I+N and I+N+D for AUs and for expressions, and CL-ILE for AUs, over several seeds. Writes `results.json` (every
+Every seed starts from one stage-0 model (image-caption pre-training on captioned faces of other subjects, FaRL in
+miniature). Pre-training variants from it (none; self-supervised, SimCLR-style; CLEF activity pre-training, Eq. 2;
+EmoCo), each fine-tuned as I, I+N, I+N+D and the poster's I+D for AUs and for expressions, and CL-ILE for AUs, over
+several seeds; epochs and AU thresholds chosen on validation subjects, figures on test subjects. Writes `results.json` (every
 run's numbers) and `table.md` (mean ± std over the seeds, and Table 6's orderings checked) to `--output_dir`; an
 interrupted study resumes where it stopped. The logic lives in `clef_hf.training.ablation`; `--quick` shrinks it all
 for a smoke test.
@@ -28,6 +30,8 @@ def parse_options() -> StudyOptions:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--output_dir", default=defaults.output_dir)
     parser.add_argument("--seeds", type=int, nargs="+", default=list(defaults.seeds))
+    parser.add_argument("--stage0_epochs", type=float, default=defaults.stage0_epochs,
+                        help="epochs of each seed's stage-0 run; 0 starts every run from the random initialisation")
     parser.add_argument("--pretraining_epochs", type=float, default=defaults.pretraining_epochs)
     parser.add_argument("--finetuning_epochs", type=float, default=defaults.finetuning_epochs)
     parser.add_argument("--pretraining", nargs="+", choices=PRETRAINING_VARIANTS,
@@ -41,7 +45,8 @@ def parse_options() -> StudyOptions:
     parser.add_argument("--quick", action="store_true", help="a tiny data set, 4 steps per run, one seed (smoke test)")
     args = parser.parse_args()
     options = StudyOptions(
-        output_dir=args.output_dir, seeds=args.seeds, pretraining_epochs=args.pretraining_epochs,
+        output_dir=args.output_dir, seeds=args.seeds, stage0_epochs=args.stage0_epochs,
+        pretraining_epochs=args.pretraining_epochs,
         finetuning_epochs=args.finetuning_epochs, pretraining_variants=args.pretraining, components=args.components,
         tasks=args.tasks, include_cl_ile=not args.no_cl_ile, emoco_queue_size=args.emoco_queue_size,
         emoco_momentum=args.emoco_momentum, keep_checkpoints=args.keep_checkpoints,

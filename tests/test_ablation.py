@@ -14,9 +14,12 @@ import pytest  # noqa: E402
 
 from clef_hf.training.ablation import (  # noqa: E402
     CL_ILE,
+    DEFAULT_DATASET_OPTIONS,
     MODEL_CONFIG,
     QUICK_DATASET_OPTIONS,
+    QUICK_STAGE0_DATASET_OPTIONS,
     RECORD_FILE,
+    STAGE0_DATASET_OPTIONS,
     StudyOptions,
     cached_record,
     check_plan,
@@ -38,35 +41,49 @@ from clef_hf.training.recipes import SYNTHFACES_RECIPE  # noqa: E402
 
 METRIC = {"au": "mean_f1", "expression": "accuracy"}
 BASELINE = {"au": 0.25, "expression": 0.125}
-#: Held-out metric by pre-training, then method; seed 0 gets -0.01 and seed 1 +0.01 (mean: the value, std: 0.01414).
+#: Test-subject metric by pre-training, then method; seed 0 gets -0.01 and seed 1 +0.01 (mean: the value, std: 0.01414).
 AU_VALUES = {
-    "none": {"I": 0.30, "IN": 0.35, "IND": 0.36},
-    "self_supervised": {"I": 0.32, "IN": 0.37, "IND": 0.38},
-    "image_activity": {"I": 0.40, "IN": 0.45, "IND": 0.46},
-    "emoco": {"I": 0.35, "IN": 0.40, "IND": 0.41},
+    "none": {"I": 0.30, "IN": 0.35, "IND": 0.36, "ID": 0.33},
+    "self_supervised": {"I": 0.32, "IN": 0.37, "IND": 0.38, "ID": 0.34},
+    "image_activity": {"I": 0.40, "IN": 0.45, "IND": 0.46, "ID": 0.43},
+    "emoco": {"I": 0.35, "IN": 0.40, "IND": 0.41, "ID": 0.38},
 }
 CL_ILE_AU = 0.38
 EXPRESSION_VALUES = {
-    "none": {"I": 0.20, "IN": 0.25, "IND": 0.26},
-    "self_supervised": {"I": 0.22, "IN": 0.21, "IND": 0.28},  # IN below I: claim (a) fails here
-    "image_activity": {"I": 0.30, "IN": 0.35, "IND": 0.36},
-    "emoco": {"I": 0.31, "IN": 0.50, "IND": 0.41},  # IND below IN, and IN best of all: (b) and (c) fail
+    "none": {"I": 0.20, "IN": 0.25, "IND": 0.26, "ID": 0.34},  # ID above PA's ID: claim (d) fails for ID
+    "self_supervised": {"I": 0.22, "IN": 0.21, "IND": 0.28, "ID": 0.24},  # IN below I: claim (a) fails here
+    "image_activity": {"I": 0.30, "IN": 0.35, "IND": 0.36, "ID": 0.33},
+    "emoco": {"I": 0.31, "IN": 0.50, "IND": 0.41, "ID": 0.33},  # IND below IN, and IN best of all: (b) and (c) fail
 }
 SEED_OFFSET = {0: -0.01, 1: 0.01, 2: 0.0}
+#: The validation metric of the chosen epoch lies this far above the test metric, and the trivial predictor's
+#: validation metric this far above its test metric, so that a record taking the wrong split is caught.
+VALIDATION_GAP = 0.02
+BASELINE_VALIDATION_GAP = 0.05
+
+
+AU_THRESHOLD_GAIN = 0.005
 
 
 def finetune_result(task: str, value: float, best_epoch: int = 6, global_step: int = 60) -> dict:
-    """A dict shaped like `finetune()`'s return value."""
+    """A dict shaped like `finetune()`'s return value: `value` is the test-subject metric of the chosen model, the
+    validation metrics ("best", "baseline") differ from the test ones ("test", "test_baseline")."""
     metric = METRIC[task]
     per_label = {"per_label_f1": {"AU1": value}} if task == "au" else {"per_label_accuracy": {"happy": value}}
-    baseline = {metric: BASELINE[task], **per_label}
+    test_baseline = {metric: BASELINE[task], **per_label}
+    baseline = {metric: BASELINE[task] + BASELINE_VALIDATION_GAP, **per_label}
     if task == "expression":
-        baseline["majority_class"] = "neutral"
-    history = [{"epoch": epoch, "step": 6 * (epoch + 1), metric: value - 0.1 * (epoch != best_epoch), **per_label}
-               for epoch in range(10)]
+        baseline["majority_class"] = test_baseline["majority_class"] = "neutral"
+    validation = value + VALIDATION_GAP
+    history = [{"epoch": epoch, "step": 6 * (epoch + 1), metric: validation - 0.1 * (epoch != best_epoch),
+                **per_label} for epoch in range(10)]
     return {
         "baseline": baseline, "task": task, "components": "IND", "global_step": global_step,
-        "best_epoch": best_epoch, "best_metric": value, "best": history[best_epoch], "history": history,
+        "eval_split": "validation", "test_split": "test",
+        "best_epoch": best_epoch, "best_metric": validation, "best": history[best_epoch], "history": history,
+        # AU runs: the chosen model's validation F1 at the threshold chosen on validation, above the epoch's own entry
+        "validation": {**history[best_epoch], metric: validation + AU_THRESHOLD_GAIN * (task == "au")},
+        "test": {metric: value, **per_label}, "test_baseline": test_baseline,
         "class_weights": [1.0], "best_model_dir": "somewhere/best",
     }
 
@@ -83,7 +100,7 @@ def records_of(options: StudyOptions) -> list[dict]:
     """The records `run_study` would collect, from hand-made results."""
     records = []
     for index, run in enumerate(study_plan(options)):
-        if run.kind == "pretrain":
+        if run.kind in ("stage0", "pretrain"):
             result = {"global_step": 40, "train_loss": 2.5, "model_dir": run.model_dir}
             records.append(pretrain_record(run, result, 12.34))
         else:
@@ -98,39 +115,59 @@ def test_the_default_plan_pretrains_once_per_variant_and_seed_and_shares_it_acro
     options = StudyOptions(finetuning_epochs=10)
     plan = study_plan(options)
     assert options.seeds == (0, 1, 2) and options.emoco_queue_size == 512 and options.emoco_momentum == 0.99
+    stage0 = [run for run in plan if run.kind == "stage0"]
     pretraining = [run for run in plan if run.kind == "pretrain"]
     finetuning = [run for run in plan if run.kind == "finetune"]
-    assert len(plan) == 3 * (3 + 4 * 3 * 2 + 1) == 84
+    # per seed: stage 0, 3 pre-trainings, 4 starts x 4 components x 2 tasks, CL-ILE
+    assert len(plan) == 3 * (1 + 3 + 4 * 4 * 2 + 1) == 111
+    assert [run.seed for run in stage0] == [0, 1, 2]
     assert sorted((run.pretraining, run.seed) for run in pretraining) == sorted(
         (variant, seed) for variant in ("self_supervised", "image_activity", "emoco") for seed in (0, 1, 2))
     for pre in pretraining:
+        assert pre.init_from == stage0[pre.seed].model_dir  # every pre-training starts from its seed's stage 0
         users = [run for run in finetuning if run.init_from == pre.model_dir]
         assert sorted((run.task, run.components) for run in users) == sorted(
-            (task, components) for task in ("au", "expression") for components in ("I", "IN", "IND"))
+            (task, components) for task in ("au", "expression") for components in ("I", "IN", "IND", "ID"))
         assert {(run.seed, run.pretraining, run.objective) for run in users} == {(pre.seed, pre.pretraining, "clef")}
         assert plan.index(pre) < min(plan.index(run) for run in users)
-    scratch = [run for run in finetuning if run.init_from is None]
-    assert {run.pretraining for run in scratch} == {"none"} and len(scratch) == 3 * (6 + 1)
+        assert plan.index(stage0[pre.seed]) < plan.index(pre)
+    from_stage0 = [run for run in finetuning if run.init_from in {run.model_dir for run in stage0}]
+    assert {run.pretraining for run in from_stage0} == {"none"} and len(from_stage0) == 3 * (8 + 1)
+    assert not [run for run in plan if run.kind != "stage0" and run.init_from is None]
+
+
+def test_without_stage0_the_none_rows_start_from_the_random_initialisation():
+    plan = study_plan(StudyOptions(stage0_epochs=0, seeds=(0,)))
+    assert not [run for run in plan if run.kind == "stage0"]
+    assert {run.pretraining for run in plan if run.init_from is None} == {"none", "self_supervised", "image_activity",
+                                                                           "emoco"}
 
 
 def test_every_method_gets_the_same_budget():
     plan = study_plan(StudyOptions(pretraining_epochs=8, finetuning_epochs=10))
+    assert {(run.num_train_epochs, run.max_steps) for run in plan if run.kind == "stage0"} == {(3, -1)}
     assert {(run.num_train_epochs, run.max_steps) for run in plan if run.kind == "pretrain"} == {(8, -1)}
     assert {(run.num_train_epochs, run.max_steps) for run in plan if run.kind == "finetune"} == {(10, -1)}
     cl_ile = [run for run in plan if run.objective == "cl_ile"]
     assert [(run.seed, run.task, run.pretraining, run.init_from, run.num_train_epochs) for run in cl_ile] == [
-        (0, "au", "none", None, 10), (1, "au", "none", None, 10), (2, "au", "none", None, 10)]
+        (seed, "au", "none", f"outputs/study/seed{seed}/stage0/model", 10) for seed in (0, 1, 2)]
 
 
 def test_run_folders_and_order_within_a_seed():
     plan = study_plan(StudyOptions(finetuning_epochs=10, output_dir="outputs/study", seeds=(0,)))
     names = [run.output_dir for run in plan]
-    assert names[:7] == [
+    assert names[:10] == [
+        "outputs/study/seed0/stage0",
         "outputs/study/seed0/finetune-none-I-au", "outputs/study/seed0/finetune-none-IN-au",
-        "outputs/study/seed0/finetune-none-IND-au", "outputs/study/seed0/finetune-none-I-expression",
-        "outputs/study/seed0/finetune-none-IN-expression", "outputs/study/seed0/finetune-none-IND-expression",
+        "outputs/study/seed0/finetune-none-IND-au", "outputs/study/seed0/finetune-none-ID-au",
+        "outputs/study/seed0/finetune-none-I-expression", "outputs/study/seed0/finetune-none-IN-expression",
+        "outputs/study/seed0/finetune-none-IND-expression", "outputs/study/seed0/finetune-none-ID-expression",
         "outputs/study/seed0/pretrain-self_supervised",
     ]
+    stage0 = plan[0]
+    assert (stage0.kind, stage0.pretraining, stage0.method, stage0.init_from) == ("stage0", "stage0", None, None)
+    assert stage0.model_dir == "outputs/study/seed0/stage0/model"
+    assert {run.init_from for run in plan[1:10]} == {stage0.model_dir}
     assert "outputs/study/seed0/pretrain-emoco" in names
     assert "outputs/study/seed0/finetune-emoco-IND-au" in names
     assert names[-1] == "outputs/study/seed0/finetune-none-cl_ile-au"
@@ -142,17 +179,28 @@ def test_subsets_and_quick_mode():
     options = StudyOptions(finetuning_epochs=10, seeds=[3, 4], pretraining_variants=["image_activity"], components=["IND"], tasks=["au"])
     plan = study_plan(options)
     assert [(run.kind, run.seed, run.pretraining, run.method) for run in plan] == [
-        ("pretrain", 3, "image_activity", None), ("finetune", 3, "image_activity", "IND"),
-        ("finetune", 3, "none", CL_ILE),
-        ("pretrain", 4, "image_activity", None), ("finetune", 4, "image_activity", "IND"),
-        ("finetune", 4, "none", CL_ILE),
+        ("stage0", 3, "stage0", None), ("pretrain", 3, "image_activity", None),
+        ("finetune", 3, "image_activity", "IND"), ("finetune", 3, "none", CL_ILE),
+        ("stage0", 4, "stage0", None), ("pretrain", 4, "image_activity", None),
+        ("finetune", 4, "image_activity", "IND"), ("finetune", 4, "none", CL_ILE),
+    ]
+    assert [run.init_from for run in plan] == [
+        None, "outputs/study/seed3/stage0/model", "outputs/study/seed3/pretrain-image_activity/model",
+        "outputs/study/seed3/stage0/model",
+        None, "outputs/study/seed4/stage0/model", "outputs/study/seed4/pretrain-image_activity/model",
+        "outputs/study/seed4/stage0/model",
     ]
     assert not any(run.objective == "cl_ile" for run in study_plan(replace(options, tasks=("expression",))))
     assert not any(run.objective == "cl_ile" for run in study_plan(replace(options, include_cl_ile=False)))
     quick = quick_options(options)
     assert quick.seeds == (3,) and quick.max_steps == 4 and quick.dataset_options == QUICK_DATASET_OPTIONS
+    assert QUICK_DATASET_OPTIONS["num_validation_subjects"] == 1  # a validation split to pick the epoch on
+    assert quick.stage0_dataset_options == QUICK_STAGE0_DATASET_OPTIONS and quick.stage0_epochs == 3.0
     assert {run.max_steps for run in study_plan(quick)} == {4}
+    assert [run.kind for run in study_plan(quick)] == ["stage0", "pretrain", "finetune", "finetune"]
     assert options.max_steps == -1 and options.seeds == (3, 4)  # unchanged
+    assert options.dataset_options == DEFAULT_DATASET_OPTIONS
+    assert options.stage0_dataset_options == STAGE0_DATASET_OPTIONS
 
 
 def test_a_mismatched_budget_or_a_foreign_start_model_is_detected():
@@ -162,6 +210,7 @@ def test_a_mismatched_budget_or_a_foreign_start_model_is_detected():
         (next(i for i, run in enumerate(plan) if run.components == "IND"), {"num_train_epochs": 11}),
         (next(i for i, run in enumerate(plan) if run.objective == "cl_ile"), {"max_steps": 100}),
         (next(i for i, run in enumerate(plan) if run.kind == "pretrain"), {"num_train_epochs": 4}),
+        (next(i for i, run in enumerate(plan) if run.kind == "stage0" and run.seed == 1), {"num_train_epochs": 5}),
     ]:
         broken = list(plan)
         broken[index] = replace(plan[index], **changed)
@@ -179,6 +228,36 @@ def test_a_mismatched_budget_or_a_foreign_start_model_is_detected():
         check_plan(plan + [replace(seed0_emoco, output_dir="elsewhere")])
     with pytest.raises(ValueError, match="share an output_dir"):
         check_plan(plan + [plan[0]])
+    stage0 = {run.seed: run for run in plan if run.kind == "stage0"}
+    with pytest.raises(ValueError, match="Stage 0 runs twice"):
+        check_plan(plan + [replace(stage0[0], output_dir="elsewhere")])
+
+
+@pytest.mark.parametrize("kind", ["none finetune", "cl_ile", "pretrain"])
+@pytest.mark.parametrize("start", ["model config", "other seed's stage 0", "not yet trained stage 0"])
+def test_a_run_that_does_not_start_from_its_seeds_stage0_is_refused(kind, start):
+    """Every pre-training run and every `none` fine-tuning run (CL-ILE included) must start from the stage-0 model of
+    its own seed, trained earlier in the plan: not from the model config, not from another seed's stage 0."""
+    plan = study_plan(StudyOptions(finetuning_epochs=10, seeds=(0, 1)))
+    check_plan(plan)
+    stage0 = {run.seed: run for run in plan if run.kind == "stage0"}
+    assert {run.init_from for run in stage0.values()} == {None}  # stage 0 itself starts from the model config
+    pick = {"none finetune": lambda run: (run.kind, run.pretraining, run.objective) == ("finetune", "none", "clef"),
+            "cl_ile": lambda run: run.objective == "cl_ile",
+            "pretrain": lambda run: run.kind == "pretrain"}[kind]
+    index = next(i for i, run in enumerate(plan) if run.seed == 1 and pick(run))
+    victim = plan[index]
+    assert victim.init_from == stage0[1].model_dir
+    if start == "not yet trained stage 0":  # seed 1's stage 0 comes after the run that starts from it
+        seed0 = [run for run in plan if run.seed == 0]
+        check_plan(seed0 + [stage0[1], victim])
+        broken = seed0 + [victim, stage0[1]]
+    else:
+        init_from = None if start == "model config" else stage0[0].model_dir
+        broken = list(plan)
+        broken[index] = replace(victim, init_from=init_from)
+    with pytest.raises(ValueError, match=rf"{victim.name} \(seed 1\) starts from .*not from its seed's stage 0"):
+        check_plan(broken)
 
 
 @pytest.mark.parametrize("changes, message", [
@@ -189,6 +268,7 @@ def test_a_mismatched_budget_or_a_foreign_start_model_is_detected():
     ({"tasks": ("va",)}, "tasks must be among"),
     ({"max_steps": 0}, "max_steps"),
     ({"finetuning_epochs": 0}, "must be > 0"),
+    ({"stage0_epochs": -1}, "stage0_epochs must be >= 0"),
     ({"pretraining_variants": ("none",), "cl_ile_pretraining": "emoco"}, "cl_ile_pretraining"),
 ])
 def test_study_options_are_validated(changes, message):
@@ -202,31 +282,46 @@ def test_study_options_are_validated(changes, message):
 def test_training_arguments_of_the_runs():
     options = StudyOptions(finetuning_epochs=10, output_dir="out", seeds=(1,), emoco_queue_size=256, emoco_momentum=0.95)
     plan = {run.name: run for run in study_plan(options)}
+    stage0 = pretraining_arguments(plan["stage0"], options)
+    stage0_model = os.path.join("out", "seed1", "stage0", "model")
+    assert (stage0.pretraining_losses, stage0.config_file, stage0.model_name_or_path) == (
+        "image_text", MODEL_CONFIG, None)  # stage 0 alone starts from the model config
+    assert stage0.model_output_dir == stage0_model and stage0.output_dir == os.path.join("out", "seed1", "stage0")
+    assert json.loads(stage0.dataset_options) == STAGE0_DATASET_OPTIONS == {
+        "first_subject": 1000, "num_subjects": 150, "num_test_subjects": 0, "frames_per_activity": 6}
+    assert stage0.per_device_train_batch_size == 64 and stage0.num_train_epochs == 3.0
     emoco = pretraining_arguments(plan["pretrain-emoco"], options)
     assert (emoco.pretraining_losses, emoco.emoco_queue_size, emoco.emoco_momentum) == ("emoco", 256, 0.95)
-    assert (emoco.config_file, emoco.model_name_or_path) == (MODEL_CONFIG, None)
+    assert (emoco.config_file, emoco.model_name_or_path) == (None, stage0_model)
     assert emoco.model_output_dir == os.path.join("out", "seed1", "pretrain-emoco", "model")
     activity = pretraining_arguments(plan["pretrain-image_activity"], options)
     assert activity.pretraining_losses == "image_activity" and activity.emoco_queue_size == 65536  # not EmoCo's
+    assert (activity.config_file, activity.model_name_or_path) == (None, stage0_model)
     assert pretraining_arguments(plan["pretrain-self_supervised"], options).pretraining_losses == "self_supervised"
 
     tuned = finetuning_arguments(plan["finetune-emoco-IN-expression"], options)
     assert (tuned.model_name_or_path, tuned.config_file) == (emoco.model_output_dir, None)
     assert (tuned.task, tuned.components, tuned.objective) == ("expression", "IN", "clef")
-    scratch = finetuning_arguments(plan["finetune-none-I-au"], options)
-    assert (scratch.model_name_or_path, scratch.config_file) == (None, MODEL_CONFIG)
+    described = finetuning_arguments(plan["finetune-image_activity-ID-au"], options)
+    assert (described.components, described.model_name_or_path) == ("ID", activity.model_output_dir)
+    none = finetuning_arguments(plan["finetune-none-I-au"], options)
+    assert (none.model_name_or_path, none.config_file) == (stage0_model, None)
     cl_ile = finetuning_arguments(plan["finetune-none-cl_ile-au"], options)
-    assert (cl_ile.objective, cl_ile.task, cl_ile.config_file, cl_ile.num_train_epochs) == (
-        "cl_ile", "au", MODEL_CONFIG, options.finetuning_epochs)
-    for args in (emoco, activity, tuned, scratch, cl_ile):
+    assert (cl_ile.objective, cl_ile.task, cl_ile.model_name_or_path, cl_ile.config_file, cl_ile.num_train_epochs) == (
+        "cl_ile", "au", stage0_model, None, options.finetuning_epochs)
+    for args in (stage0, emoco, activity, tuned, described, none, cl_ile):
         assert (args.seed, args.dataset, args.report_to, args.checkpointing_steps) == (1, "synthfaces", "none", 10**6)
         assert args.cache_dir == os.path.join("out", "data")
-        assert json.loads(args.dataset_options) == {"num_subjects": 16, "num_test_subjects": 4,
-                                                    "frames_per_activity": 12}
         assert args.learning_rate == SYNTHFACES_RECIPE["learning_rate"]
         assert args.output_dir.startswith(os.path.join("out", "seed1", ""))
-    assert {tuned.num_train_epochs, scratch.num_train_epochs} == {10}
-    assert {emoco.num_train_epochs, activity.num_train_epochs} == {8}
+    for args in (emoco, activity, tuned, described, none, cl_ile):
+        assert json.loads(args.dataset_options) == DEFAULT_DATASET_OPTIONS == {
+            "num_subjects": 28, "num_validation_subjects": 4, "num_test_subjects": 4, "frames_per_activity": 16}
+        assert args.per_device_train_batch_size == SYNTHFACES_RECIPE["per_device_train_batch_size"]
+    for args in (tuned, described, none, cl_ile):  # the epoch is picked on validation, the test split read once
+        assert (args.eval_split, args.test_split) == ("validation", "test")
+    assert {tuned.num_train_epochs, none.num_train_epochs, described.num_train_epochs} == {10}
+    assert {emoco.num_train_epochs, activity.num_train_epochs} == {2}  # the default pretraining_epochs
     assert tuned.text_warmup_steps == 100 and tuned.warmup_epochs == 1
 
 
@@ -236,28 +331,54 @@ def test_training_arguments_of_the_runs():
 def test_finetune_record_takes_the_best_epoch_and_the_baseline():
     run = next(run for run in study_plan(StudyOptions(finetuning_epochs=10, seeds=(2,))) if run.name == "finetune-emoco-IND-expression")
     record = finetune_record(run, finetune_result("expression", 0.4321, best_epoch=7, global_step=80), 12.345)
+    # value and baseline: the test subjects; validation: the chosen epoch's metric on the validation subjects
     assert record == {
         "kind": "finetune", "seed": 2, "pretraining": "emoco", "method": "IND", "objective": "clef",
         "task": "expression", "name": "finetune-emoco-IND-expression", "num_train_epochs": 10.0, "max_steps": -1,
-        "metric": "accuracy", "value": 0.4321, "baseline": 0.125, "best_epoch": 7, "global_step": 80,
-        "seconds": 12.3, "output_dir": run.output_dir,
+        "metric": "accuracy", "value": 0.4321, "validation": pytest.approx(0.4521), "baseline": 0.125,
+        "best_epoch": 7, "global_step": 80, "seconds": 12.3, "output_dir": run.output_dir,
     }
+
+
+def test_pretrain_records_keep_their_kind():
+    plan = {run.name: run for run in study_plan(StudyOptions(finetuning_epochs=10, seeds=(1,)))}
+    result = {"global_step": 40, "train_loss": 2.5}
+    stage0, pre = pretrain_record(plan["stage0"], result, 1.0), pretrain_record(plan["pretrain-emoco"], result, 1.0)
+    assert (stage0["kind"], stage0["pretraining"], stage0["num_train_epochs"], stage0["model_dir"]) == (
+        "stage0", "stage0", 3.0, "outputs/study/seed1/stage0/model")
+    assert (pre["kind"], pre["pretraining"], pre["num_train_epochs"]) == ("pretrain", "emoco", 2.0)
 
 
 def test_finished_runs_are_read_back_and_a_changed_budget_is_refused(tmp_path):
     options = StudyOptions(finetuning_epochs=10, output_dir=str(tmp_path), seeds=(0,))
     plan = {run.name: run for run in study_plan(options)}
-    tuned, pre = plan["finetune-image_activity-IND-au"], plan["pretrain-image_activity"]
-    assert not is_finished(tuned) and not is_finished(pre)
+    tuned, pre, stage0 = plan["finetune-image_activity-IND-au"], plan["pretrain-image_activity"], plan["stage0"]
+    assert not is_finished(tuned) and not is_finished(pre) and not is_finished(stage0)
     os.makedirs(tuned.output_dir)
     with open(os.path.join(tuned.output_dir, "all_results.json"), "w") as file:
         json.dump(finetune_result("au", 0.47, best_epoch=4), file)
     os.makedirs(pre.model_dir)
     open(os.path.join(pre.model_dir, "config.json"), "w").close()
-    assert is_finished(tuned) and is_finished(pre)
+    assert is_finished(tuned) and is_finished(pre) and not is_finished(stage0)
+    os.makedirs(stage0.model_dir)
+    open(os.path.join(stage0.model_dir, "config.json"), "w").close()
+    assert is_finished(stage0)
     record = cached_record(tuned)
-    assert (record["value"], record["baseline"], record["best_epoch"], record["seconds"]) == (0.47, 0.25, 4, None)
-    assert cached_record(pre)["global_step"] is None
+    assert (record["value"], record["validation"], record["baseline"], record["best_epoch"], record["seconds"]) == (
+        0.47, pytest.approx(0.495), 0.25, 4, None)
+    assert cached_record(pre)["global_step"] is None and cached_record(pre)["kind"] == "pretrain"
+    with open(os.path.join(tuned.output_dir, "all_results.json"), "w") as file:  # a run from before the test split
+        json.dump({**finetune_result("au", 0.47, best_epoch=4), "test": None}, file)
+    with pytest.raises(ValueError, match="no test-split metrics"):
+        cached_record(tuned)
+    with open(os.path.join(tuned.output_dir, "all_results.json"), "w") as file:
+        json.dump(finetune_result("au", 0.47, best_epoch=4), file)
+    assert (cached_record(stage0)["kind"], cached_record(stage0)["global_step"]) == ("stage0", None)
+    with open(os.path.join(stage0.output_dir, RECORD_FILE), "w") as file:
+        json.dump(pretrain_record(stage0, {"global_step": 9}, 5.0), file)
+    assert cached_record(stage0)["global_step"] == 9
+    with pytest.raises(ValueError, match="another output_dir"):
+        cached_record(replace(stage0, num_train_epochs=1.0))
 
     with open(os.path.join(tuned.output_dir, RECORD_FILE), "w") as file:
         json.dump({**record, "seconds": 33.0}, file)
@@ -273,21 +394,25 @@ def test_summarize_gives_mean_and_std_over_seeds_in_the_table_order():
     records = records_of(StudyOptions(finetuning_epochs=10, seeds=(0, 1)))
     summary = summarize(records)
     assert summary["seeds"] == [0, 1]
-    assert summary["budget"] == {"pretraining_epochs": 8.0, "finetuning_epochs": 10.0, "max_steps": -1}
+    assert summary["budget"] == {"stage0_epochs": 3.0, "pretraining_epochs": 2.0, "finetuning_epochs": 10.0,
+                                 "max_steps": -1}
     assert [(row["kind"], row["pretraining"], row["method"]) for row in summary["rows"]] == [
         ("clef", variant, components)
-        for variant in ("none", "self_supervised", "image_activity", "emoco") for components in ("I", "IN", "IND")
+        for variant in ("none", "self_supervised", "image_activity", "emoco")
+        for components in ("I", "IN", "IND", "ID")
     ] + [("cl_ile", "none", CL_ILE), ("baseline", None, None), ("baseline", None, None)]
     by_key = {(row["pretraining"], row["method"]): row for row in summary["rows"]}
     pa = by_key[("image_activity", "IND")]
+    # the test-subject values, not the validation ones (0.02 higher)
     assert pa["au"]["values"] == pytest.approx([0.45, 0.47]) and pa["au"]["seeds"] == [0, 1]
+    assert by_key[("none", "ID")]["expression"]["mean"] == pytest.approx(0.34)
     assert pa["au"]["mean"] == pytest.approx(0.46)
     assert pa["au"]["std"] == pytest.approx(0.0141421356)  # sample standard deviation: 0.02 / sqrt(2)
     assert pa["au"]["std"] == pytest.approx(statistics.stdev([0.45, 0.47]))
     assert pa["expression"]["mean"] == pytest.approx(0.36) and pa["expression"]["n"] == 2
     cl_ile = by_key[("none", CL_ILE)]
     assert cl_ile["au"]["mean"] == pytest.approx(0.38) and cl_ile["expression"] is None
-    au_baseline, expression_baseline = summary["rows"][-2:]
+    au_baseline, expression_baseline = summary["rows"][-2:]  # the trivial predictor on the test subjects
     assert (au_baseline["label"], au_baseline["au"]["mean"], au_baseline["au"]["std"],
             au_baseline["expression"]) == ("trivial: all AUs present", 0.25, 0.0, None)
     assert (expression_baseline["label"], expression_baseline["expression"]["mean"],
@@ -303,32 +428,43 @@ def test_summarize_refuses_mixed_budgets_and_duplicate_seeds():
     index = next(i for i, record in enumerate(records) if record["kind"] == "pretrain")
     with pytest.raises(ValueError, match="different budgets"):
         summarize(records[:index] + [{**records[index], "max_steps": 7}] + records[index + 1:])
+    index = next(i for i, record in enumerate(records) if record["kind"] == "stage0" and record["seed"] == 1)
+    with pytest.raises(ValueError, match="different budgets"):
+        summarize(records[:index] + [{**records[index], "num_train_epochs": 4.0}] + records[index + 1:])
+    with pytest.raises(ValueError, match="different max_steps"):
+        summarize([{**record, "max_steps": 7} if record["kind"] == "stage0" else record for record in records])
     with pytest.raises(ValueError, match="Two records"):
         summarize(records + [records[-1]])
     with pytest.raises(ValueError, match="No fine-tuning"):
-        summarize([record for record in records if record["kind"] == "pretrain"])
+        summarize([record for record in records if record["kind"] in ("stage0", "pretrain")])
 
 
 def test_format_table_is_table_6():
     summary = summarize(records_of(StudyOptions(finetuning_epochs=10, seeds=(0, 1))))
     lines = format_table(summary).splitlines()
-    assert lines[0] == ("Table 6 on synthfaces, held-out subjects: mean ± std over seeds 0, 1. Same budget for every "
-                        "method: 8 pre-training epochs and 10 fine-tuning epochs.")
+    assert lines[0] == ("Table 6 on synthfaces, test subjects (epochs and AU thresholds chosen on validation "
+                        "subjects): mean ± std over seeds 0, 1. Same budget for every method: 3 stage-0 epochs "
+                        "(image-caption loss, other subjects) for every start and 2 pre-training epochs and 10 "
+                        "fine-tuning epochs.")
     assert lines[1] == ""
-    assert lines[2] == "| Pre-training | I | N | D | AU mean F1 (held-out subjects) | Expression accuracy |"
+    assert lines[2] == "| Pre-training | I | N | D | AU mean F1 (test subjects) | Expression accuracy |"
     assert lines[4:] == [
         "| none | ✓ |  |  | 0.300 ± 0.014 | 0.200 ± 0.014 |",
         "| none | ✓ | ✓ |  | 0.350 ± 0.014 | 0.250 ± 0.014 |",
         "| none | ✓ | ✓ | ✓ | 0.360 ± 0.014 | 0.260 ± 0.014 |",
+        "| none | ✓ |  | ✓ | 0.330 ± 0.014 | 0.340 ± 0.014 |",
         "| self-supervised | ✓ |  |  | 0.320 ± 0.014 | 0.220 ± 0.014 |",
         "| self-supervised | ✓ | ✓ |  | 0.370 ± 0.014 | 0.210 ± 0.014 |",
         "| self-supervised | ✓ | ✓ | ✓ | 0.380 ± 0.014 | 0.280 ± 0.014 |",
+        "| self-supervised | ✓ |  | ✓ | 0.340 ± 0.014 | 0.240 ± 0.014 |",
         "| CLEF activity (PA) | ✓ |  |  | 0.400 ± 0.014 | 0.300 ± 0.014 |",
         "| CLEF activity (PA) | ✓ | ✓ |  | 0.450 ± 0.014 | 0.350 ± 0.014 |",
         "| CLEF activity (PA) | ✓ | ✓ | ✓ | 0.460 ± 0.014 | 0.360 ± 0.014 |",
+        "| CLEF activity (PA) | ✓ |  | ✓ | 0.430 ± 0.014 | 0.330 ± 0.014 |",
         "| EmoCo | ✓ |  |  | 0.350 ± 0.014 | 0.310 ± 0.014 |",
         "| EmoCo | ✓ | ✓ |  | 0.400 ± 0.014 | 0.500 ± 0.014 |",
         "| EmoCo | ✓ | ✓ | ✓ | 0.410 ± 0.014 | 0.410 ± 0.014 |",
+        "| EmoCo | ✓ |  | ✓ | 0.380 ± 0.014 | 0.330 ± 0.014 |",
         "| CL-ILE (pre-training: none) | — | — | — | 0.380 ± 0.014 | — |",
         "| trivial: all AUs present | — | — | — | 0.250 ± 0.000 | — |",
         "| trivial: majority class | — | — | — | — | 0.125 ± 0.000 |",
@@ -340,9 +476,13 @@ def test_format_table_states_a_step_cap_and_marks_rows_with_missing_seeds():
                                          tasks=("au",), include_cl_ile=False))
     records = records_of(options) + records_of(replace(options, seeds=(1,), components=("IN",)))
     table = format_table(summarize(records))
-    assert table.splitlines()[0] == ("Table 6 on synthfaces, held-out subjects: mean ± std over seeds 0, 1. Same "
-                                     "budget for every method: 10 fine-tuning epochs, each run capped at 4 optimizer "
-                                     "steps.")
+    assert table.splitlines()[0] == ("Table 6 on synthfaces, test subjects (epochs and AU thresholds chosen on "
+                                     "validation subjects): mean ± std over seeds 0, 1. Same budget for every method: "
+                                     "3 stage-0 epochs (image-caption loss, other subjects) for every start and 10 "
+                                     "fine-tuning epochs, each run capped at 4 optimizer steps.")
+    without_stage0 = [record for record in records if record["kind"] != "stage0"]
+    assert format_table(summarize(without_stage0)).splitlines()[0].endswith(
+        "Same budget for every method: 10 fine-tuning epochs, each run capped at 4 optimizer steps.")
     assert "| none | ✓ |  |  | 0.290 ± 0.000 (n=1) | — |" in table
     assert "| none | ✓ | ✓ |  | 0.360 ± 0.000 (n=1) | — |" in table
 
@@ -363,13 +503,15 @@ def test_ordering_checks_test_table_6_claims_on_the_means():
     assert outcome == text_claims + [
         ("au", "CLEF activity (PA) pre-training with IND is the best row", True),
         ("expression", "CLEF activity (PA) pre-training with IND is the best row", False),
-    ] + [(task, f"{components}: CLEF activity (PA) pre-training beats none", True)
-         for task in ("au", "expression") for components in ("I", "IN", "IND")]
+    ] + [(task, f"{components}: CLEF activity (PA) pre-training beats none",
+          not (task == "expression" and components == "ID"))
+         for task in ("au", "expression") for components in ("I", "IN", "IND", "ID")]
     best_expression = checks[len(text_claims) + 1]
     assert best_expression["values"] == pytest.approx({"CLEF activity (PA) IND": 0.36, "best other: EmoCo IN": 0.50})
     assert checks[len(text_claims)]["values"] == pytest.approx(
         {"CLEF activity (PA) IND": 0.46, "best other: CLEF activity (PA) IN": 0.45})
     assert checks[4]["values"] == pytest.approx({"I": 0.32, "IN": 0.37, "IND": 0.38})  # self-supervised, au
+    assert checks[-1]["values"] == pytest.approx({"CLEF activity (PA)": 0.33, "none": 0.34})  # ID, expression
 
 
 def test_ordering_checks_catch_a_text_encoder_that_does_not_help_and_cl_ile_beating_clef():
@@ -445,14 +587,26 @@ def test_a_tiny_study_runs_writes_its_table_and_resumes_without_retraining(tmp_p
     labels = [row["label"] for row in summary["rows"]]
     assert labels == ["none I", "EmoCo I", "CL-ILE", "trivial: all AUs present"]
     results = json.loads((tmp_path / "results.json").read_text())
-    assert [record["name"] for record in results["records"]] == [
-        "finetune-none-I-au", "pretrain-emoco", "finetune-emoco-I-au", "finetune-none-cl_ile-au"]
+    assert [(record["kind"], record["name"]) for record in results["records"]] == [
+        ("stage0", "stage0"), ("finetune", "finetune-none-I-au"), ("pretrain", "pretrain-emoco"),
+        ("finetune", "finetune-emoco-I-au"), ("finetune", "finetune-none-cl_ile-au")]
     assert all(record["global_step"] == 2 for record in results["records"])
+    assert summary["budget"]["stage0_epochs"] == 3.0
+    for record in [record for record in results["records"] if record["kind"] == "finetune"]:
+        assert isinstance(record["value"], float) and isinstance(record["validation"], float)
+    for name in ("finetune-none-I-au", "finetune-emoco-I-au"):  # picked on validation, tested once on test
+        saved = json.loads((tmp_path / "seed0" / name / "all_results.json").read_text())
+        assert (saved["eval_split"], saved["test_split"]) == ("validation", "test")
+    assert "stage-0 epochs" in (tmp_path / "table.md").read_text()
     assert "| EmoCo | ✓ |  |  |" in (tmp_path / "table.md").read_text()
     finished = {path: path.stat().st_mtime_ns for path in tmp_path.glob("seed0/*/all_results.json")}
     assert len(finished) == 3
+    models = {path: path.stat().st_mtime_ns for path in tmp_path.glob("seed0/*/model/config.json")}
+    assert {path.parent.parent.name for path in models} == {"stage0", "pretrain-emoco"}
 
     AcceleratorState._reset_state(True)
     GradientState._reset_state()
     assert run_study(options) == summary  # everything read back, nothing trained again
     assert {path: path.stat().st_mtime_ns for path in finished} == finished
+    assert {path: path.stat().st_mtime_ns for path in models} == models
+    assert all(record["cached"] for record in json.loads((tmp_path / "results.json").read_text())["records"])

@@ -3,12 +3,18 @@
 Four pre-training variants, each fine-tuned with Table 6's three fine-tuning components, for AUs and for expressions,
 over several seeds, plus CL-ILE (Lian et al., BMVC 2023) as a second AU method:
 
-- pre-training: `none` (fine-tuning starts from the random initialisation of `configs/demo_model.json`, drawn from
-  the run's seed), `self_supervised` (SimCLR-style: an image's two views are its only positives), `image_activity`
+- pre-training: `none` (fine-tuning starts from the seed's stage-0 model, or with `stage0_epochs=0` from the random
+  initialisation of `configs/demo_model.json`, drawn from the run's seed), `self_supervised` (SimCLR-style: an image's two views are its only positives), `image_activity`
   (CLEF's activity pre-training, Eq. 2, Table 6's PA) and `emoco` (EmoCo, Sun et al., FG 2021);
-- fine-tuning components: `I` (image encoder and a linear head), `IN` (+ label names), `IND` (+ descriptions: CLEF);
-- tasks: `au` (mean AU F1 on the held-out subjects) and `expression` (accuracy on the held-out subjects);
+- fine-tuning components: `I` (image encoder and a linear head), `IN` (+ label names), `IND` (+ descriptions: CLEF),
+  and the poster's `ID` (descriptions without names);
+- tasks: `au` (mean AU F1 on the test subjects) and `expression` (accuracy on the test subjects);
 - CL-ILE: its stage I then stage II, for AUs only (it has no expression loss), from no pre-training by default.
+
+Every run starts, as the paper's do from FaRL, from one stage-0 model per seed (the image-caption loss on captioned
+faces of other subjects, `stage0_epochs`; 0 starts from the random initialisation instead). Model selection is honest:
+the synthfaces split has train, validation and test subjects; the best epoch (and the AU threshold) of every
+fine-tuning run is picked on the validation subjects, and the test subjects are read once, for the table.
 
 The budget rule: every method gets the same budget. Every pre-training run trains for `pretraining_epochs` epochs and
 every fine-tuning run, CL-ILE included (whose two stages share the steps), for `finetuning_epochs`; `max_steps`, when
@@ -48,7 +54,7 @@ PRETRAINING_NAMES = {
     "image_activity": "CLEF activity (PA)",
     "emoco": "EmoCo",
 }
-#: The fine-tuning tasks and the held-out metric compared for each (the key of `finetune()["best"]`).
+#: The fine-tuning tasks and the test-subject metric compared for each (the key of `finetune()["test"]`).
 TASKS = ("au", "expression")
 METRICS = {"au": "mean_f1", "expression": "accuracy"}
 #: The method name of CL-ILE's rows (CLEF's rows are named by their components).
@@ -56,9 +62,17 @@ CL_ILE = "CL-ILE"
 #: The trivial predictors of `finetune()["baseline"]`, by task.
 BASELINE_NAMES = {"au": "trivial: all AUs present", "expression": "trivial: majority class"}
 #: Synthfaces builder options of the study, and of its `--quick` smoke test.
-DEFAULT_DATASET_OPTIONS = {"num_subjects": 16, "num_test_subjects": 4, "frames_per_activity": 12}
-QUICK_DATASET_OPTIONS = {"num_subjects": 6, "num_test_subjects": 2, "frames_per_activity": 3}
-#: The model every run starts from (its random initialisation, or the pre-training that started from it).
+DEFAULT_DATASET_OPTIONS = {"num_subjects": 28, "num_validation_subjects": 4, "num_test_subjects": 4,
+                           "frames_per_activity": 16}
+QUICK_DATASET_OPTIONS = {"num_subjects": 6, "num_validation_subjects": 1, "num_test_subjects": 2,
+                         "frames_per_activity": 3}
+#: The stage-0 captioned faces: subjects 1000 on, disjoint from every fine-tuning, validation and test subject.
+STAGE0_DATASET_OPTIONS = {"first_subject": 1000, "num_subjects": 150, "num_test_subjects": 0, "frames_per_activity": 6}
+QUICK_STAGE0_DATASET_OPTIONS = {"first_subject": 1000, "num_subjects": 4, "num_test_subjects": 0,
+                                "frames_per_activity": 2}
+#: The pre-training variant name of the stage-0 runs.
+STAGE0 = "stage0"
+#: The model stage 0 starts from (its random initialisation); without stage 0, every run's start.
 MODEL_CONFIG = SYNTHFACES_MODEL_CONFIG
 #: A file each finished run leaves in its output_dir: the study's record of it (budget, seconds).
 RECORD_FILE = "study_record.json"
@@ -72,12 +86,15 @@ class StudyOptions:
     Args:
         output_dir (`str`): The study's folder: one sub-folder per seed and run, `results.json` and `table.md`.
         seeds (`tuple[int]`): The seeds; every run is repeated with each.
+        stage0_epochs (`float`): The epochs of each seed's stage-0 run (image-caption loss); 0: no stage 0, every run
+            starts from the random initialisation.
+        stage0_dataset_options (`dict`): Options of the `synthfaces` builder for the stage-0 captioned faces.
         pretraining_epochs (`float`): The epochs of every pre-training run.
         finetuning_epochs (`float`): The epochs of every fine-tuning run (CL-ILE's two stages together).
         max_steps (`int`): If > 0, every run stops after this many optimizer steps (smoke tests).
         dataset_options (`dict`): Options of the `synthfaces` builder.
         pretraining_variants (`tuple[str]`): A subset of [`PRETRAINING_VARIANTS`].
-        components (`tuple[str]`): A subset of `I`, `IN`, `IND`.
+        components (`tuple[str]`): A subset of `I`, `IN`, `IND`, `ID`.
         tasks (`tuple[str]`): A subset of `au`, `expression`.
         include_cl_ile (`bool`): Also run CL-ILE (when `au` is among the tasks).
         cl_ile_pretraining (`str`): The pre-training CL-ILE starts from; `none` or one of `pretraining_variants`.
@@ -91,8 +108,10 @@ class StudyOptions:
 
     output_dir: str = "outputs/study"
     seeds: tuple = (0, 1, 2)
-    pretraining_epochs: float = 8.0
-    finetuning_epochs: float = 15.0
+    stage0_epochs: float = 3.0
+    stage0_dataset_options: dict = field(default_factory=lambda: dict(STAGE0_DATASET_OPTIONS))
+    pretraining_epochs: float = 2.0
+    finetuning_epochs: float = 10.0
     max_steps: int = -1
     dataset_options: dict = field(default_factory=lambda: dict(DEFAULT_DATASET_OPTIONS))
     pretraining_variants: tuple = PRETRAINING_VARIANTS
@@ -117,6 +136,8 @@ class StudyOptions:
         _check_subset("tasks", self.tasks, TASKS)
         if self.pretraining_epochs <= 0 or self.finetuning_epochs <= 0:
             raise ValueError("pretraining_epochs and finetuning_epochs must be > 0.")
+        if self.stage0_epochs < 0:
+            raise ValueError(f"stage0_epochs must be >= 0 (0: no stage 0), got {self.stage0_epochs}.")
         if self.max_steps == 0 or self.max_steps < -1:
             raise ValueError(f"max_steps must be -1 (off) or > 0, got {self.max_steps}.")
         if self.include_cl_ile and self.cl_ile_pretraining not in ("none",) + self.pretraining_variants:
@@ -143,7 +164,8 @@ def _check_subset(name: str, values: tuple, allowed: tuple | None) -> None:
 
 def quick_options(options: StudyOptions) -> StudyOptions:
     """The smoke-test form of `options`: a tiny data set, 4 optimizer steps per run and the first seed only."""
-    return replace(options, dataset_options=dict(QUICK_DATASET_OPTIONS), max_steps=4, seeds=options.seeds[:1])
+    return replace(options, dataset_options=dict(QUICK_DATASET_OPTIONS),
+                   stage0_dataset_options=dict(QUICK_STAGE0_DATASET_OPTIONS), max_steps=4, seeds=options.seeds[:1])
 
 
 @dataclass(frozen=True)
@@ -151,15 +173,16 @@ class StudyRun:
     """One run of the study.
 
     Args:
-        kind (`str`): `pretrain` or `finetune`.
+        kind (`str`): `stage0`, `pretrain` or `finetune`.
         seed (`int`): Its seed.
         pretraining (`str`): Its pre-training variant (for a fine-tuning run: the one it starts from).
         output_dir (`str`): Its own folder.
         num_train_epochs (`float`), max_steps (`int`): Its budget.
         task (`str`, *optional*): `au` or `expression` (fine-tuning only).
-        components (`str`, *optional*): `I`, `IN` or `IND` (CLEF fine-tuning only).
+        components (`str`, *optional*): `I`, `IN`, `IND` or `ID` (CLEF fine-tuning only).
         objective (`str`, *optional*): `clef` or `cl_ile` (fine-tuning only).
-        init_from (`str`, *optional*): The pre-trained model folder it starts from; `None`: the model config.
+        init_from (`str`, *optional*): The model folder it starts from (stage 0's, or a pre-training run's);
+            `None`: the model config.
     """
 
     kind: str
@@ -186,25 +209,32 @@ class StudyRun:
 
     @property
     def model_dir(self) -> str:
-        """Where a pre-training run saves its model."""
+        """Where a stage-0 or pre-training run saves its model."""
         return os.path.join(self.output_dir, "model")
 
 
 def study_plan(options: StudyOptions) -> list[StudyRun]:
-    """The study's runs in execution order: per seed, per pre-training variant, its pre-training (unless `none`) and
-    then its fine-tuning runs (task by task, component by component); then CL-ILE for that seed.
+    """The study's runs in execution order: per seed, its stage-0 run (if `stage0_epochs`), then per pre-training
+    variant its pre-training from stage 0 (unless `none`) and its fine-tuning runs (task by task, component by
+    component); then CL-ILE for that seed.
 
     Returns:
-        `list[StudyRun]`: every fine-tuning run comes after the pre-training run it starts from.
+        `list[StudyRun]`: every run comes after the run whose model it starts from.
     """
     plan = []
     for seed in options.seeds:
         seed_dir = os.path.join(options.output_dir, f"seed{seed}")
-        model_dirs = {"none": None}
+        start = None
+        if options.stage0_epochs:
+            stage0 = StudyRun("stage0", seed, STAGE0, os.path.join(seed_dir, "stage0"), options.stage0_epochs,
+                              options.max_steps)
+            plan.append(stage0)
+            start = stage0.model_dir
+        model_dirs = {"none": start}
         for variant in options.pretraining_variants:
             if variant != "none":
                 run = StudyRun("pretrain", seed, variant, os.path.join(seed_dir, f"pretrain-{variant}"),
-                               options.pretraining_epochs, options.max_steps)
+                               options.pretraining_epochs, options.max_steps, init_from=start)
                 plan.append(run)
                 model_dirs[variant] = run.model_dir
             for task in options.tasks:
@@ -224,22 +254,34 @@ def study_plan(options: StudyOptions) -> list[StudyRun]:
 
 
 def check_plan(plan: list[StudyRun]) -> None:
-    """Raise a `ValueError` unless the plan is fair and consistent: one budget for all pre-training runs, one for all
-    fine-tuning runs, one pre-training per (variant, seed), every start model pre-trained earlier in the plan with the
-    same seed, and one folder per run."""
-    for kind in ("pretrain", "finetune"):
+    """Raise a `ValueError` unless the plan is fair and consistent: one budget for all stage-0 runs, one for all
+    pre-training runs, one for all fine-tuning runs, one pre-training per (variant, seed), every start model trained
+    earlier in the plan with the same seed (a pre-training run and a `none` fine-tuning run start from their seed's
+    stage 0 when the plan has one), and one folder per run."""
+    for kind in ("stage0", "pretrain", "finetune"):
         budgets = {(run.num_train_epochs, run.max_steps) for run in plan if run.kind == kind}
         if len(budgets) > 1:
             raise ValueError(f"The {kind} runs have different budgets (epochs, max_steps): {sorted(budgets)}.")
     folders = [run.output_dir for run in plan]
     if len(set(folders)) != len(folders):
         raise ValueError("Two runs share an output_dir.")
-    pretrained = {}
+    pretrained, stage0 = {}, {}
     for run in plan:
+        if run.kind == "stage0":
+            if run.seed in stage0:
+                raise ValueError(f"Stage 0 runs twice with seed {run.seed}.")
+            stage0[run.seed] = run.model_dir
+            continue
+        if run.kind == "pretrain" or run.pretraining == "none":
+            if run.init_from != stage0.get(run.seed):
+                raise ValueError(f"{run.name} (seed {run.seed}) starts from {run.init_from}, not from its seed's "
+                                 f"stage 0 ({stage0.get(run.seed)}).")
         if run.kind == "pretrain":
             if (run.pretraining, run.seed) in pretrained.values():
                 raise ValueError(f"{run.pretraining} is pre-trained twice with seed {run.seed}.")
             pretrained[run.model_dir] = (run.pretraining, run.seed)
+        elif run.pretraining == "none":
+            continue
         elif run.init_from is not None and pretrained.get(run.init_from) != (run.pretraining, run.seed):
             raise ValueError(f"{run.name} (seed {run.seed}) starts from {run.init_from}, which no earlier "
                              f"{run.pretraining} pre-training of seed {run.seed} writes.")
@@ -260,27 +302,34 @@ def _shared_arguments(run: StudyRun, options: StudyOptions) -> dict:
 
 
 def pretraining_arguments(run: StudyRun, options: StudyOptions) -> PretrainingArguments:
-    """The `PretrainingArguments` of a pre-training run (from the model config, `run.pretraining` as the losses)."""
+    """The `PretrainingArguments` of a stage-0 run (the image-caption loss on the stage-0 faces, from the model config)
+    or of a pre-training run (`run.pretraining` as the losses, from stage 0's model or the model config)."""
+    if run.kind == "stage0":
+        shared = {**_shared_arguments(run, options),
+                  "dataset_options": json.dumps(options.stage0_dataset_options, sort_keys=True),
+                  "per_device_train_batch_size": 64}
+        return PretrainingArguments(pretraining_losses="image_text", config_file=options.model_config,
+                                    model_output_dir=run.model_dir, **shared)
     emoco = ({"emoco_queue_size": options.emoco_queue_size, "emoco_momentum": options.emoco_momentum}
              if run.pretraining == "emoco" else {})
-    return PretrainingArguments(pretraining_losses=run.pretraining, config_file=options.model_config,
-                                model_output_dir=run.model_dir, **emoco, **_shared_arguments(run, options))
+    start = {"model_name_or_path": run.init_from} if run.init_from else {"config_file": options.model_config}
+    return PretrainingArguments(pretraining_losses=run.pretraining, model_output_dir=run.model_dir, **start,
+                                **emoco, **_shared_arguments(run, options))
 
 
 def finetuning_arguments(run: StudyRun, options: StudyOptions) -> FineTuningArguments:
     """The `FineTuningArguments` of a fine-tuning run: from its pre-trained model, or from the model config."""
     start = {"model_name_or_path": run.init_from} if run.init_from else {"config_file": options.model_config}
-    # The study's synthfaces have train and test splits only: its epochs are picked on the test subjects, as they
-    # were before --eval_split defaulted to a validation split, and every method is picked alike.
+    # The epoch and the AU threshold are picked on the validation subjects; the test subjects are read once.
     return FineTuningArguments(task=run.task, components=run.components, objective=run.objective, **start,
-                               eval_split="test", test_split=None, **SYNTHFACES_FINETUNING,
+                               eval_split="validation", test_split="test", **SYNTHFACES_FINETUNING,
                                **_shared_arguments(run, options))
 
 
 def pretrain_record(run: StudyRun, result: dict, seconds: float | None) -> dict:
-    """The study's record of a pre-training run, from `pretrain()`'s result."""
+    """The study's record of a stage-0 or pre-training run, from `pretrain()`'s result."""
     return {
-        "kind": "pretrain", "seed": run.seed, "pretraining": run.pretraining, "name": run.name,
+        "kind": run.kind, "seed": run.seed, "pretraining": run.pretraining, "name": run.name,
         "num_train_epochs": run.num_train_epochs, "max_steps": run.max_steps,
         "global_step": result.get("global_step"), "train_loss": result.get("train_loss"),
         "seconds": None if seconds is None else round(seconds, 1), "model_dir": run.model_dir,
@@ -288,14 +337,22 @@ def pretrain_record(run: StudyRun, result: dict, seconds: float | None) -> dict:
 
 
 def finetune_record(run: StudyRun, result: dict, seconds: float | None) -> dict:
-    """The study's record of a fine-tuning run, from `finetune()`'s result: the held-out metric of its best epoch
-    (`value`) and of the trivial predictor (`baseline`)."""
+    """The study's record of a fine-tuning run, from `finetune()`'s result: the test-subject metric of the model
+    chosen on validation (`value`), that model's validation metric at the same AU threshold (`validation`), and the
+    trivial predictor's test metric (`baseline`)."""
     metric = METRICS[run.task]
+    if result.get("test") is None or result.get("validation") is None:
+        raise ValueError(
+            f"{run.output_dir}/all_results.json has no test-split metrics: it was written before the study picked "
+            "epochs on validation subjects and read the test subjects once. Delete that folder (or choose another "
+            "output_dir) to run it again."
+        )
     return {
         "kind": "finetune", "seed": run.seed, "pretraining": run.pretraining, "method": run.method,
         "objective": run.objective, "task": run.task, "name": run.name,
         "num_train_epochs": run.num_train_epochs, "max_steps": run.max_steps,
-        "metric": metric, "value": result["best"][metric], "baseline": result["baseline"][metric],
+        "metric": metric, "value": result["test"][metric], "validation": result["validation"][metric],
+        "baseline": result["test_baseline"][metric],
         "best_epoch": result["best_epoch"], "global_step": result["global_step"],
         "seconds": None if seconds is None else round(seconds, 1), "output_dir": run.output_dir,
     }
@@ -303,7 +360,7 @@ def finetune_record(run: StudyRun, result: dict, seconds: float | None) -> dict:
 
 def is_finished(run: StudyRun) -> bool:
     """Whether a run has finished: a fine-tuning run wrote `all_results.json`, a pre-training run saved its model."""
-    if run.kind == "pretrain":
+    if run.kind in ("stage0", "pretrain"):
         return os.path.isfile(os.path.join(run.model_dir, "config.json"))
     return os.path.isfile(os.path.join(run.output_dir, "all_results.json"))
 
@@ -322,7 +379,7 @@ def cached_record(run: StudyRun) -> dict:
         seconds = saved.get("seconds")
     else:
         seconds = None
-    if run.kind == "pretrain":
+    if run.kind in ("stage0", "pretrain"):
         return pretrain_record(run, saved or {}, seconds)
     return finetune_record(run, _read_json(os.path.join(run.output_dir, "all_results.json")), seconds)
 
@@ -348,7 +405,7 @@ def execute_run(run: StudyRun, options: StudyOptions) -> dict:
         logger.info("%s: finished before, read back", run.output_dir)
         return {**cached_record(run), "cached": True}
     started = time.perf_counter()
-    if run.kind == "pretrain":
+    if run.kind in ("stage0", "pretrain"):
         record = pretrain_record(run, pretrain(pretraining_arguments(run, options)), time.perf_counter() - started)
     else:
         record = finetune_record(run, finetune(finetuning_arguments(run, options)), time.perf_counter() - started)
@@ -392,15 +449,15 @@ def statistics_over_seeds(by_seed: dict) -> dict:
 
 
 def study_budget(records: list[dict]) -> dict:
-    """The one budget of the records' pre-training runs and of their fine-tuning runs; a `ValueError` if the runs of
-    a kind do not share one.
+    """The one budget of the records' stage-0, pre-training and fine-tuning runs; a `ValueError` if the runs of a
+    kind do not share one.
 
     Returns:
-        `dict`: `{"pretraining_epochs", "finetuning_epochs", "max_steps"}` (`pretraining_epochs` is `None` without
-        pre-training runs; `max_steps` -1 when off).
+        `dict`: `{"stage0_epochs", "pretraining_epochs", "finetuning_epochs", "max_steps"}` (`stage0_epochs` and
+        `pretraining_epochs` are `None` without such runs; `max_steps` -1 when off).
     """
     budgets = {}
-    for kind in ("pretrain", "finetune"):
+    for kind in ("stage0", "pretrain", "finetune"):
         found = {(record["num_train_epochs"], record["max_steps"]) for record in records if record["kind"] == kind}
         if len(found) > 1:
             raise ValueError(f"The {kind} runs have different budgets (epochs, max_steps): {sorted(found)}.")
@@ -408,7 +465,8 @@ def study_budget(records: list[dict]) -> dict:
     max_steps = {steps for _, steps in budgets.values() if steps is not None}
     if len(max_steps) > 1:
         raise ValueError(f"Pre-training and fine-tuning have different max_steps: {sorted(max_steps)}.")
-    return {"pretraining_epochs": budgets["pretrain"][0], "finetuning_epochs": budgets["finetune"][0],
+    return {"stage0_epochs": budgets["stage0"][0],
+            "pretraining_epochs": budgets["pretrain"][0], "finetuning_epochs": budgets["finetune"][0],
             "max_steps": max_steps.pop() if max_steps else -1}
 
 
@@ -420,7 +478,7 @@ def _row_order(key: tuple[str, str]) -> tuple:
 
 
 def summarize(records: list[dict]) -> dict:
-    """Reduce the runs' records to the table: per row, mean and standard deviation over the seeds of the held-out AU F1
+    """Reduce the runs' records to the table: per row, mean and standard deviation over the seeds of the test-subject AU F1
     and expression accuracy.
 
     Args:
@@ -428,7 +486,7 @@ def summarize(records: list[dict]) -> dict:
 
     Returns:
         `dict`: `{"seeds", "budget", "rows"}`. Rows come in the table's order: the pre-training variants in
-        [`PRETRAINING_VARIANTS`]' order, each with its components `I`, `IN`, `IND`; CL-ILE; the trivial baselines. Each
+        [`PRETRAINING_VARIANTS`]' order, each with its components `I`, `IN`, `IND`, `ID`; CL-ILE; the trivial baselines. Each
         row is `{"kind" ("clef", "cl_ile" or "baseline"), "pretraining", "method", "label", "au", "expression"}`,
         where a task's entry is [`statistics_over_seeds`]' dict, or `None` where the row has no such runs.
     """
@@ -472,11 +530,14 @@ def format_cell(stats: dict | None, num_seeds: int) -> str:
 def _budget_line(summary: dict) -> str:
     budget, seeds = summary["budget"], summary["seeds"]
     parts = []
+    if budget.get("stage0_epochs") is not None:
+        parts.append(f"{budget['stage0_epochs']:g} stage-0 epochs (image-caption loss, other subjects) for every start")
     if budget["pretraining_epochs"] is not None:
         parts.append(f"{budget['pretraining_epochs']:g} pre-training epochs")
     parts.append(f"{budget['finetuning_epochs']:g} fine-tuning epochs")
     capped = f", each run capped at {budget['max_steps']} optimizer steps" if budget["max_steps"] > 0 else ""
-    return (f"Table 6 on synthfaces, held-out subjects: mean ± std over seeds {', '.join(map(str, seeds))}. "
+    return (f"Table 6 on synthfaces, test subjects (epochs and AU thresholds chosen on validation subjects): mean ± "
+            f"std over seeds {', '.join(map(str, seeds))}. "
             f"Same budget for every method: {' and '.join(parts)}{capped}.")
 
 
@@ -501,7 +562,7 @@ def format_table(summary: dict) -> str:
         `str`: the header line, a blank line and the table, one row per summary row, ending with a newline.
     """
     lines = [_budget_line(summary), "",
-             "| Pre-training | I | N | D | AU mean F1 (held-out subjects) | Expression accuracy |",
+             "| Pre-training | I | N | D | AU mean F1 (test subjects) | Expression accuracy |",
              "|---|:-:|:-:|:-:|:-:|:-:|"]
     num_seeds = len(summary["seeds"])
     for row in summary["rows"]:
