@@ -21,6 +21,7 @@ from transformers import pipeline
 from transformers.pipelines import PIPELINE_REGISTRY
 
 from clef_hf import CLEFConfig, CLEFModel, CLEFProcessor, FacialBehaviorPipeline, add_remote_pipeline
+from clef_hf.face_alignment import align_face
 from clef_hf.faces import expand_box
 from clef_hf.image_inputs import load_rgb_image
 from clef_hf.vocabulary import au_labels, expression_labels
@@ -99,9 +100,13 @@ def test_astronaut_one_face_with_au_scores_of_the_model(au_pipe):
     assert [p["label"] for p in predictions] == config.label_ids == ["AU1", "AU2", "AU4", "AU6", "AU12"]
     assert [p["name"] for p in predictions] == config.label_names
     assert predictions[-1]["name"] == "lip corner puller"
-    # The scores are sigmoid(CLEFModel logits) of the face crop with the default 0.2 margin.
+    landmarks = np.array(faces[0]["landmarks"])
+    assert landmarks.shape == (5, 2)
+    assert (landmarks >= [box["xmin"], box["ymin"]]).all() and (landmarks <= [box["xmax"], box["ymax"]]).all()
+    # The scores are sigmoid(CLEFModel logits) of the face aligned on its landmarks, with the default 0.2 margin, at
+    # the image processor's crop size (the settings of a processor saved without face settings).
     image = Image.fromarray(astronaut())
-    crop = image.crop(expand_box(tuple(box.values()), image.width, image.height, 0.2))
+    crop = align_face(image, landmarks, IMAGE_SIZE, 0.2)
     with torch.no_grad():
         logits = au_pipe.model(pixel_values=au_pipe.image_processor(crop, return_tensors="pt")["pixel_values"]).logits
     np.testing.assert_allclose([p["score"] for p in predictions], torch.sigmoid(logits[0]).numpy(), atol=1e-6)
@@ -407,7 +412,7 @@ def test_the_task_is_registered_and_loads_without_trust_remote_code(checkpoints,
     shutil.copytree(checkpoints["au"], shipped)
     copied = add_remote_pipeline(shipped)
     assert sorted(os.path.basename(path) for path in copied) == \
-        ["faces.py", "image_inputs.py", "pipeline_facial_behavior.py"]
+        ["face_alignment.py", "faces.py", "image_inputs.py", "pipeline_facial_behavior.py"]
     saved = json.loads((shipped / "config.json").read_text())
     assert saved["custom_pipelines"] == {"facial-behavior": {
         "impl": "pipeline_facial_behavior.FacialBehaviorPipeline", "pt": ["AutoModel"], "type": "image"}}
@@ -477,11 +482,11 @@ def test_the_pipeline_code_does_not_depend_on_the_rest_of_the_package():
     import clef_hf.pipeline_facial_behavior as module
 
     directory = os.path.dirname(module.__file__)
-    for name in ("pipeline_facial_behavior.py", "faces.py", "image_inputs.py"):
+    for name in ("pipeline_facial_behavior.py", "faces.py", "face_alignment.py", "image_inputs.py"):
         tree = ast.parse(open(os.path.join(directory, name), encoding="utf-8").read())
         for node in ast.walk(tree):
             if isinstance(node, ast.ImportFrom) and node.level > 0:
-                assert node.module in ("faces", "image_inputs"), (name, node.module)
+                assert node.module in ("faces", "face_alignment", "image_inputs"), (name, node.module)
             modules = [alias.name for alias in node.names] if isinstance(node, ast.Import) else \
                 [node.module or ""] if isinstance(node, ast.ImportFrom) else []
             assert not any(m.startswith(("clef_hf", "dataset_builders")) for m in modules), (name, modules)
