@@ -85,3 +85,23 @@ def tilted_astronaut(angle: float, size: int = 400) -> tuple[np.ndarray, PlacedF
     """One astronaut head at 1.2x, tilted by `angle` degrees, centred on a `size` x `size` canvas."""
     canvas = blank_canvas(size, size)
     return canvas, paste_head(canvas, (size / 2, size / 2), 1.2, angle)
+
+
+def two_faces_clip(num_frames: int, width: int = 640, height: int = 400) -> tuple[list[np.ndarray], list[list[PlacedFace]]]:
+    """A clip of two astronaut heads crossing the frame: person 0 left to right in the top half (growing from 0.8x
+    to 1.0x), person 1 right to left in the bottom half (tilting between -10 and +10 degrees); about 4 px a frame
+    at 60 frames.
+
+    Returns:
+        The frames ((height, width, 3) uint8) and, per frame, the two placed faces in person order.
+    """
+    frames, placements = [], []
+    for index in range(num_frames):
+        progress = index / max(1, num_frames - 1)
+        canvas = blank_canvas(width, height)
+        first = paste_head(canvas, (100 + progress * (width - 200), 100), 0.8 + 0.2 * progress, 0.0)
+        second = paste_head(canvas, (width - 100 - progress * (width - 200), height - 110), 0.9,
+                            10.0 * np.sin(2 * np.pi * progress))
+        frames.append(canvas)
+        placements.append([first, second])
+    return frames, placements
