@@ -120,7 +120,9 @@ class FaceTracker:
             if index in continued or track.missed >= self.max_missed or track.landmarks is None:
                 continue
             followed = self._follow_one(rgb, track)
-            if followed is not None and max((box_iou(followed.box, t.box) for t in tracks), default=0) < self.min_iou:
+            if followed is None:
+                self._force_detection = True  # lost: detect again on the next frame
+            elif max((box_iou(followed.box, t.box) for t in tracks), default=0) < self.min_iou:
                 followed.missed = track.missed + 1
                 tracks.append(followed)
         return tracks
