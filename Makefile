@@ -1,5 +1,7 @@
 # The two commands of the README. Both create the environment on a fresh machine:
-# a virtualenv, torch==2.13.0 first (a CPU wheel here; unpinned torch pulls GBs of CUDA), then the package.
+# a virtualenv, torch==2.13.0 first (a CPU wheel here; unpinned torch pulls GBs of CUDA), then the package, whose
+# install_requires bring the face detection: dlib-bin (prebuilt dlib wheels) and face-recognition-models (its model
+# files), about 15 s from the registry.
 PYTHON ?= python3
 VENV ?= .venv
 PY := $(VENV)/bin/python
@@ -39,6 +41,9 @@ bench: $(STAMP)
 	$(BENCH) benchmarks/data_loading.py --cpu --output benchmarks/results/data_loading.json
 	$(BENCH) benchmarks/pretraining_memory.py --cpu --output benchmarks/results/pretraining_memory.json
 	$(BENCH) benchmarks/builder_throughput.py --frames 100 > benchmarks/results/builder_throughput.txt
+	$(BENCH) benchmarks/face_detection.py --output benchmarks/results/face_detection.json
+	$(BENCH) benchmarks/face_tracking.py --output benchmarks/results/face_tracking.json
+	$(BENCH) benchmarks/face_tracking.py --frames 60 --output benchmarks/results/face_tracking_fast.json
 	$(BENCH) -m benchmarks.synthfaces_learnability --samples "" --output benchmarks/results/synthfaces_learnability.json
 	if $(PY) -c "import sys, torch; sys.exit(not torch.cuda.is_available())"; then PY=$(PY) sh benchmarks/gpu.sh; fi
 
