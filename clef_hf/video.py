@@ -265,7 +265,8 @@ def analyze_video(
             memory stays flat only if the caller does not keep them all.
         detect_every: with a facial-behavior pipeline that detects faces, run its face detector on every
             `detect_every`-th kept frame and track the faces in between ([`FaceTracker`]); each face entry then has
-            a "face_id". Other callables, and `detect_faces=False`, are called on the frames as they are.
+            a "face_id". Without landmarks (Haar without dlib) every frame is detected. Other callables, and
+            `detect_faces=False`, are called on the frames as they are.
         **pipeline_kwargs: passed on to every pipeline call (`detect_faces`, `top_k`, `candidate_labels`, ...).
 
     Yields:
@@ -280,7 +281,9 @@ def analyze_video(
     tracker = None
     if callable(getattr(pipe, "face_finder", None)) and pipeline_kwargs.get("detect_faces", True):
         finder = pipe.face_finder(pipeline_kwargs.get("face_detector"), pipeline_kwargs.get("face_threshold"))
-        tracker = FaceTracker(finder, detect_every=detect_every)
+        # Without landmarks (Haar without dlib) there is nothing to follow between detections: detect every frame,
+        # and the ids still come from matching the boxes.
+        tracker = FaceTracker(finder, detect_every=detect_every if finder.landmarker is not None else 1)
     frames = iter_video_frames(path, frame_stride=frame_stride, max_frames=max_frames, backend=backend)
     return _analyze_frames(pipe, frames, os.fspath(path), batch_size, return_frames, pipeline_kwargs, tracker)
 
