@@ -2,7 +2,7 @@
 (`clef_hf.face_tracking.FaceTracker`), against detecting on every frame, measured side by side in one run.
 
 The clip is synthetic, from a real photograph: two astronaut heads (`tests/face_scenes.two_faces_clip`) crossing a
-640 x 400 frame in opposite directions over `--frames` frames (about 1.3 px a frame at 300 frames), one growing, the
+640 x 400 frame in opposite directions over `--frames` frames (about 1.5 px a frame at 300 frames), one growing, the
 other tilting between -10 and +10 degrees. For each k:
 
 - frames/s of face finding and tracking alone (no CLEF model: the model's cost per face is the same for every k);

@@ -89,7 +89,7 @@ def tilted_astronaut(angle: float, size: int = 400) -> tuple[np.ndarray, PlacedF
 
 def two_faces_clip(num_frames: int, width: int = 640, height: int = 400) -> tuple[list[np.ndarray], list[list[PlacedFace]]]:
     """A clip of two astronaut heads crossing the frame: person 0 left to right in the top half (growing from 0.8x
-    to 1.0x), person 1 right to left in the bottom half (tilting between -10 and +10 degrees); about 4 px a frame
+    to 1.0x), person 1 right to left in the bottom half (tilting between -10 and +10 degrees); about 7.5 px a frame
     at 60 frames.
 
     Returns:

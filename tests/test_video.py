@@ -494,7 +494,7 @@ def test_face_tracker_detects_every_k_frames_and_redetects_on_loss():
     assert box_iou((0, 0, 10, 10), (20, 20, 30, 30)) == 0.0
     assert match_by_iou([(0, 0, 10, 10), (50, 50, 60, 60)], [(51, 50, 61, 60), (100, 0, 110, 10)], 0.3) == {0: 1}
 
-    frames = two_faces_clip(60)[0][:20]  # about 4 px a frame
+    frames = two_faces_clip(60)[0][:20]  # about 7.5 px a frame
     tracker = FaceTracker(FaceFinder("hog"), detect_every=5)
     found = [tracker(frame) for frame in frames]
     assert tracker.detections_run == 4  # frames 0, 5, 10, 15
