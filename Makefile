@@ -54,7 +54,10 @@ bench-gpu: $(STAMP)
 GUARANTEES := tests/test_hardening_kill.py tests/test_hardening_inputs.py tests/test_hardening_loading.py \
 	tests/test_processing.py::test_loaded_processors_keep_the_pillow_backend \
 	tests/test_processing.py::test_a_torchvision_clip_image_processor_is_rebuilt_on_pillow \
-	tests/test_faces.py::test_an_opencv_without_haar_cascades_is_named_with_the_fix
+	tests/test_faces.py::test_an_opencv_without_haar_cascades_is_named_with_the_fix \
+	tests/test_faces.py::test_a_missing_dlib_is_named_with_the_pip_command \
+	tests/test_faces.py::test_missing_model_files_are_named_with_the_pip_command \
+	tests/test_faces.py::test_detectors_refuse_arrays_dlib_cannot_take_with_a_clear_error
 guarantees: $(STAMP)
 	HF_HUB_OFFLINE=1 $(PY) -m pytest -q $(GUARANTEES)
 

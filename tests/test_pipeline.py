@@ -227,6 +227,22 @@ def test_face_settings_travel_with_the_checkpoint(tmp_path, tokenizer, checkpoin
                                  "face_crop_size": IMAGE_SIZE, "face_threshold": None}
 
 
+def test_faces_found_elsewhere_are_scored_with_their_extra_keys(au_pipe):
+    (detected,) = au_pipe(astronaut())
+    given = {"box": detected["box"], "landmarks": detected["landmarks"], "face_id": 7}
+    (face,) = au_pipe({"image": astronaut(), "faces": [given]})
+    assert face["face_id"] == 7 and face["box"] == detected["box"]
+    np.testing.assert_allclose(_scores([face]), _scores([detected]), atol=1e-6)
+    # no landmarks: the box crop
+    (boxed,) = au_pipe({"image": astronaut(), "faces": [{"box": (176, 77, 266, 166)}]})
+    assert boxed["landmarks"] is None
+    assert au_pipe({"image": astronaut(), "faces": []}) == []
+    with pytest.raises(ValueError, match="five \\[x, y\\] points"):
+        au_pipe({"image": astronaut(), "faces": [{"box": (0, 0, 50, 50), "landmarks": [[1, 2]]}]})
+    with pytest.raises(ValueError, match="expected a dict with a 'box'"):
+        au_pipe({"image": astronaut(), "faces": [(0, 0, 50, 50)]})
+
+
 def test_bad_images_for_the_face_detector(au_pipe, tmp_path):
     """Grey, RGBA, 16-bit and EXIF-rotated photos of a face all give its face; a tiny image gives none."""
     expected = au_pipe(astronaut())[0]
