@@ -4,8 +4,9 @@ landmarks, and keep a stable `face_id` per person.
 On a detection frame the detector's faces are matched to the tracked ones by box overlap (IoU, greedily, best pair
 first); a matched face keeps its id and an unmatched detection starts a new id. A track that no detection matches
 (the detector missed a face it found before, which HOG does on some tilted or small faces) is followed by its
-landmarks as between detections, for at most `max_missed` detection frames in a row. On the frames in between each track is re-fitted in its previous box: the shape predictor finds the landmarks
-where the face has moved to, and the box follows them (shifted with the landmarks' centre, scaled with their spread).
+landmarks as between detections, for at most `max_missed` detection frames in a row. On the frames in between each
+track is re-fitted in its previous box: the shape predictor finds the landmarks where the face has moved to, and the
+box follows them (shifted with the landmarks' centre, scaled with their spread).
 A track whose re-fitted landmarks fail the [`FaceFinder`]'s plausibility checks (the face left, turned away or was
 covered) ends, and the next frame is a detection frame: re-detection on loss.
 """

@@ -70,7 +70,7 @@ def _import_dlib():
 
 def dlib_available() -> bool:
     """Whether dlib and the `face_recognition_models` files can be used here."""
-    return importlib.util.find_spec("dlib") is not None and importlib.util.find_spec("face_recognition_models") is not None
+    return all(importlib.util.find_spec(name) is not None for name in ("dlib", "face_recognition_models"))
 
 
 def dlib_model_path(filename: str) -> str:
@@ -144,8 +144,10 @@ class HogFaceDetector:
         scale = _detection_scale(*rgb.shape[:2], self.max_side)
         if min(rgb.shape[:2]) * scale < MIN_FACE_SIZE:
             return []
-        rects, scores, _ = self.detector.run(_resized(rgb, scale), 0, self.threshold if threshold is None else threshold)
-        found = [(_scaled_box((r.left(), r.top(), r.right(), r.bottom()), scale), float(s)) for r, s in zip(rects, scores)]
+        threshold = self.threshold if threshold is None else threshold
+        rects, scores, _ = self.detector.run(_resized(rgb, scale), 0, threshold)
+        found = [(_scaled_box((r.left(), r.top(), r.right(), r.bottom()), scale), float(score))
+                 for r, score in zip(rects, scores)]
         return sorted(found, key=lambda item: -item[1])
 
     def __call__(self, rgb: np.ndarray) -> list[Box]:
@@ -174,7 +176,8 @@ class CnnFaceDetector(HogFaceDetector):
         for detection in self.detector(_resized(rgb, scale), 0):
             r = detection.rect
             if detection.confidence >= threshold:
-                found.append((_scaled_box((r.left(), r.top(), r.right(), r.bottom()), scale), float(detection.confidence)))
+                box = _scaled_box((r.left(), r.top(), r.right(), r.bottom()), scale)
+                found.append((box, float(detection.confidence)))
         return sorted(found, key=lambda item: -item[1])
 
 
@@ -346,7 +349,8 @@ def implausible_landmarks(landmarks: np.ndarray, box: Sequence[float]) -> str | 
     width); the eye line is tilted less than 60 degrees; the nose lies below the eye line, on the face's own axis.
     """
     x0, y0, x1, y1 = box
-    if not ((landmarks[:, 0] >= x0) & (landmarks[:, 0] <= x1) & (landmarks[:, 1] >= y0) & (landmarks[:, 1] <= y1)).all():
+    xs, ys = landmarks[:, 0], landmarks[:, 1]
+    if not ((xs >= x0) & (xs <= x1) & (ys >= y0) & (ys <= y1)).all():
         return "a landmark lies outside the box"
     right_eye, left_eye, nose = landmarks[0:2].mean(axis=0), landmarks[2:4].mean(axis=0), landmarks[4]
     eye_vector = right_eye - left_eye  # image-left eye to image-right eye

@@ -294,7 +294,9 @@ class FacialBehaviorPipeline(ChunkPipeline):
 
     # ------------------------------------------------------------------ preprocess: one chunk per face
 
-    def face_finder(self, face_detector: str | Callable | None = None, face_threshold: float | None = None) -> FaceFinder:
+    def face_finder(
+        self, face_detector: str | Callable | None = None, face_threshold: float | None = None
+    ) -> FaceFinder:
         """The [`FaceFinder`] for a detector name or callable (default: the pipeline's), built once and kept; every
         finder shares one landmark predictor."""
         detector = self.face_settings["face_detector"] if face_detector is None else face_detector
@@ -353,7 +355,8 @@ class FacialBehaviorPipeline(ChunkPipeline):
         else:
             faces, extras = [DetectedFace(box=(0, 0, width, height))], [{}]
         if not faces:
-            yield {"pixel_values": self._placeholder(), "has_face": torch.tensor([False]), "face": None, "is_last": True}
+            yield {"pixel_values": self._placeholder(), "has_face": torch.tensor([False]), "face": None,
+                   "is_last": True}
             return
         for index, (face, extra) in enumerate(zip(faces, extras)):
             if not detect_faces and given_faces is None:
@@ -434,7 +437,8 @@ class FacialBehaviorPipeline(ChunkPipeline):
             image_embeds = nn.functional.normalize(image_features.float(), dim=-1)
             # As CLEFModel.forward: cosine similarity over the learned temperature.
             logits[has_face] = image_embeds @ label_embeds.float().T / self.model.temperature.float()
-        return {"logits": logits, "has_face": has_face, "face": model_inputs["face"], "is_last": model_inputs["is_last"]}
+        return {"logits": logits, "has_face": has_face, "face": model_inputs["face"],
+                "is_last": model_inputs["is_last"]}
 
     # ------------------------------------------------------------------ postprocess: the faces of one image
 
@@ -533,9 +537,10 @@ def _datasets_images(inputs: Any) -> tuple[Iterator[Any], bool] | None:
 def add_remote_pipeline(save_directory: str | os.PathLike) -> list[str]:
     """Make a saved CLEF checkpoint carry this pipeline for users without the package.
 
-    Copies this file and the files it imports (`faces.py`, `face_alignment.py`, `image_inputs.py`) into `save_directory` and adds
-    `custom_pipelines["facial-behavior"]` to its `config.json`. Users without the package then run
-    `pipeline("facial-behavior", model=..., trust_remote_code=True)` (or `pipeline(model=..., trust_remote_code=True)`).
+    Copies this file and the files it imports (`faces.py`, `face_alignment.py`, `image_inputs.py`) into
+    `save_directory` and adds `custom_pipelines["facial-behavior"]` to its `config.json`. Users without the package
+    then run `pipeline("facial-behavior", model=..., trust_remote_code=True)` (or `pipeline(model=...,
+    trust_remote_code=True)`).
     With the package installed, `import clef_hf` keeps `pipeline("facial-behavior", model=...)` on the installed
     pipeline, without `trust_remote_code` (`CLEFConfig` drops a `custom_pipelines` entry for a task the package has
     registered).
@@ -576,4 +581,7 @@ def add_remote_pipeline(save_directory: str | os.PathLike) -> list[str]:
     return copied
 
 
-__all__ = ["DEFAULT_FACE_MARGIN", "DEFAULT_FACE_SETTINGS", "TASK", "face_settings", "FacialBehaviorPipeline", "add_remote_pipeline", "quantize_dynamic_int8"]
+__all__ = [
+    "DEFAULT_FACE_MARGIN", "DEFAULT_FACE_SETTINGS", "TASK", "FacialBehaviorPipeline", "add_remote_pipeline",
+    "face_settings", "quantize_dynamic_int8",
+]

@@ -87,7 +87,9 @@ def tilted_astronaut(angle: float, size: int = 400) -> tuple[np.ndarray, PlacedF
     return canvas, paste_head(canvas, (size / 2, size / 2), 1.2, angle)
 
 
-def two_faces_clip(num_frames: int, width: int = 640, height: int = 400) -> tuple[list[np.ndarray], list[list[PlacedFace]]]:
+def two_faces_clip(
+    num_frames: int, width: int = 640, height: int = 400
+) -> tuple[list[np.ndarray], list[list[PlacedFace]]]:
     """A clip of two astronaut heads crossing the frame: person 0 left to right in the top half (growing from 0.8x
     to 1.0x), person 1 right to left in the bottom half (tilting between -10 and +10 degrees); about 7.5 px a frame
     at 60 frames.

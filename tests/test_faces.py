@@ -15,8 +15,8 @@ from skimage.registration import phase_cross_correlation
 from clef_hf import faces as faces_module
 from clef_hf.face_alignment import (FIVE_POINT_TEMPLATE, align_face, alignment_matrix, face_tilt_degrees,
                                     landmarks_in_crop, template_in_crop)
-from clef_hf.faces import (DEFAULT_MAX_LANDMARK_DRIFT, DLIB_INSTALL_COMMAND, FaceFinder, FivePointLandmarker, implausible_landmarks,
-                           make_face_detector)
+from clef_hf.faces import (DEFAULT_MAX_LANDMARK_DRIFT, DLIB_INSTALL_COMMAND, FaceFinder, FivePointLandmarker,
+                           implausible_landmarks, make_face_detector)
 from dataset_builders import build_dataset, facial_behavior_builder
 from dataset_builders.faces import HaarFaceDetector, crop_face, expand_box
 
