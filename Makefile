@@ -1,5 +1,7 @@
 # The two commands of the README. Both create the environment on a fresh machine:
-# a virtualenv, torch==2.13.0 first (a CPU wheel here; unpinned torch pulls GBs of CUDA), then the package.
+# a virtualenv, torch==2.13.0 first (a CPU wheel here; unpinned torch pulls GBs of CUDA), then the package, whose
+# install_requires bring the face detection: dlib-bin (prebuilt dlib wheels) and face-recognition-models (its model
+# files), about 15 s from the registry.
 PYTHON ?= python3
 VENV ?= .venv
 PY := $(VENV)/bin/python
@@ -39,6 +41,9 @@ bench: $(STAMP)
 	$(BENCH) benchmarks/data_loading.py --cpu --output benchmarks/results/data_loading.json
 	$(BENCH) benchmarks/pretraining_memory.py --cpu --output benchmarks/results/pretraining_memory.json
 	$(BENCH) benchmarks/builder_throughput.py --frames 100 > benchmarks/results/builder_throughput.txt
+	$(BENCH) benchmarks/face_detection.py --output benchmarks/results/face_detection.json
+	$(BENCH) benchmarks/face_tracking.py --output benchmarks/results/face_tracking.json
+	$(BENCH) benchmarks/face_tracking.py --frames 60 --output benchmarks/results/face_tracking_fast.json
 	$(BENCH) -m benchmarks.synthfaces_learnability --samples "" --output benchmarks/results/synthfaces_learnability.json
 	if $(PY) -c "import sys, torch; sys.exit(not torch.cuda.is_available())"; then PY=$(PY) sh benchmarks/gpu.sh; fi
 
@@ -49,7 +54,10 @@ bench-gpu: $(STAMP)
 GUARANTEES := tests/test_hardening_kill.py tests/test_hardening_inputs.py tests/test_hardening_loading.py \
 	tests/test_processing.py::test_loaded_processors_keep_the_pillow_backend \
 	tests/test_processing.py::test_a_torchvision_clip_image_processor_is_rebuilt_on_pillow \
-	tests/test_faces.py::test_an_opencv_without_haar_cascades_is_named_with_the_fix
+	tests/test_faces.py::test_an_opencv_without_haar_cascades_is_named_with_the_fix \
+	tests/test_faces.py::test_a_missing_dlib_is_named_with_the_pip_command \
+	tests/test_faces.py::test_missing_model_files_are_named_with_the_pip_command \
+	tests/test_faces.py::test_detectors_refuse_arrays_dlib_cannot_take_with_a_clear_error
 guarantees: $(STAMP)
 	HF_HUB_OFFLINE=1 $(PY) -m pytest -q $(GUARANTEES)
 

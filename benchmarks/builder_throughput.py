@@ -88,7 +88,9 @@ def main() -> None:
 
         variants = [("verify_images (default)", {}), ("no decode (verify_images=False)", {"verify_images": False})]
         if args.crop_faces:
-            variants.append(("crop_faces=True", {"crop_faces": True}))
+            variants.append(("crop_faces=True (hog, aligned)", {"crop_faces": True}))
+            variants.append(("crop_faces=True (haar, box crops)",
+                             {"crop_faces": True, "face_detector": "haar", "align_faces": False}))
         # Repeats go round every measurement in turn, so that load from other processes on the machine hits all
         # of them alike; the fastest run of each is the least disturbed.
         measurements = [(label, options, num_proc) for label, options in variants for num_proc in args.num_proc]

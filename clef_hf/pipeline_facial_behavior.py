@@ -7,14 +7,18 @@ label texts.
 >>> from transformers import pipeline
 >>> detector = pipeline("facial-behavior", model="path/to/clef-au-model")
 >>> detector("photo.jpg")  # one entry per face found
-[{'box': {'xmin': 177, 'ymin': 66, 'xmax': 272, 'ymax': 161},
+[{'box': {'xmin': 175, 'ymin': 76, 'xmax': 265, 'ymax': 166},
+  'landmarks': [[255.0, 104.0], [237.0, 105.0], [195.0, 101.0], [212.0, 103.0], [224.0, 135.0]],
   'predictions': [{'label': 'AU1', 'name': 'inner brow raiser', 'score': 0.08, 'present': False}, ...]}]
 ```
+
+Faces are found by dlib's HOG detector (`face_detector="hog"`, the default), each with dlib's five landmarks, and
+aligned on them (`face_alignment.align_face`) before the image processor sees them, as the data set builders crop.
 
 The pipeline is a `ChunkPipeline`: `preprocess` yields one model input per face, so `batch_size` batches face crops
 across images, and `postprocess` regroups the faces of each image (an image without a face gives `[]`).
 
-This file and `faces.py` / `image_inputs.py` import nothing from the rest of the package, so that
+This file and `faces.py` / `face_alignment.py` / `image_inputs.py` import nothing from the rest of the package, so that
 [`add_remote_pipeline`] can copy them into a checkpoint for users who load it with `trust_remote_code=True`.
 """
 
@@ -33,7 +37,8 @@ import torch
 from torch import nn
 from transformers.pipelines.base import ChunkPipeline
 
-from .faces import Box, HaarFaceDetector, expand_box
+from .face_alignment import align_face
+from .faces import FACE_DETECTORS, Box, DetectedFace, FaceFinder, checked_boxes, expand_box
 from .image_inputs import ImageInput, as_pil_image_processor, describe_input, load_rgb_image
 
 #: The task name `import clef_hf` registers with `transformers.pipeline`.
@@ -44,6 +49,41 @@ MAX_CACHED_LABEL_SETS = 64
 
 #: The default margin around a detected face box, as a fraction of its size: the data set builders' `face_margin`.
 DEFAULT_FACE_MARGIN = 0.2
+
+#: Face settings a checkpoint carries in its image processor's config (`preprocessor_config.json`, written by
+#: `CLEFProcessor.save_pretrained`), and their values for a config without them (checkpoints of clef-hf before face
+#: alignment): the current defaults, dlib's HOG detector with aligned crops. `face_crop_size` `None` means the image
+#: processor's crop size; `face_threshold` `None` the detector's own default.
+DEFAULT_FACE_SETTINGS: dict[str, Any] = {
+    "face_detector": "hog",
+    "align_faces": True,
+    "face_margin": DEFAULT_FACE_MARGIN,
+    "face_crop_size": None,
+    "face_threshold": None,
+}
+
+
+def face_settings(image_processor: Any) -> dict[str, Any]:
+    """The face settings stored on an image processor (see `DEFAULT_FACE_SETTINGS`), missing ones at their default;
+    `face_crop_size` resolved to the processor's crop size."""
+    settings = {key: getattr(image_processor, key, default) for key, default in DEFAULT_FACE_SETTINGS.items()}
+    if settings["face_crop_size"] is None:
+        settings["face_crop_size"] = _processor_crop_size(image_processor)
+    return settings
+
+
+def _processor_crop_size(image_processor: Any) -> int:
+    """The side of the square the image processor feeds the model (CLIP's `crop_size`), 224 if it says none."""
+    for name in ("crop_size", "size"):
+        size = getattr(image_processor, name, None)
+        if isinstance(size, int):
+            return size
+        # a dict, or transformers' SizeDict (attributes, and `.get` where it has it)
+        for key in ("height", "shortest_edge"):
+            side = size.get(key) if isinstance(size, dict) else getattr(size, key, None)
+            if side:
+                return int(side)
+    return 224
 
 
 def quantize_dynamic_int8(model: nn.Module) -> nn.Module:
@@ -92,9 +132,16 @@ class FacialBehaviorPipeline(ChunkPipeline):
         transparency, 16-bit and float data are turned into 8-bit RGB. An unreadable input raises a `ValueError` that
         names it.
 
-    Output, per image: a list with one entry per face, `{"box": {"xmin", "ymin", "xmax", "ymax"}, "predictions":
-    [...]}` (pixels; the detected face, before the margin). A single input returns its list; a list or a `Dataset`
-    returns a list of lists; a generator or a `datasets.IterableDataset` returns a lazy iterator of lists.
+    An input may also be `{"image": ..., "faces": [{"box": (x0, y0, x1, y1), "landmarks": [[x, y]] * 5, ...}]}`:
+    faces found elsewhere (e.g. by video tracking, `clef_hf.video`); they are not detected again, and any other keys
+    of a face (such as "face_id") are copied into its entry.
+
+    Output, per image: a list with one entry per face, `{"box": {"xmin", "ymin", "xmax", "ymax"}, "landmarks": [[x,
+    y], ...], "predictions": [...]}`: the detected face box before the margin and its five landmarks (dlib's order:
+    outer and inner corner of the eye on the image's right, then of the eye on the left, then the bottom of the nose),
+    in the input image's pixels; "landmarks" is `None` where none were fitted (`detect_faces=False`, or Haar without
+    dlib). A single input returns its list; a list or a `Dataset` returns a list of lists; a generator or a
+    `datasets.IterableDataset` returns a lazy iterator of lists.
 
     - AU models (`config.task == "au"`): one prediction per AU, in label order: `{"label": "AU12", "name": "lip corner
       puller", "score": sigmoid(logit), "present": score > config.au_threshold}`.
@@ -111,10 +158,19 @@ class FacialBehaviorPipeline(ChunkPipeline):
     Parameters (at construction or per call):
         detect_faces (`bool`, defaults to `True`): find faces with `face_detector`; `False` treats each whole image as
             one face (pre-cropped faces), with the full image as its box.
-        face_detector (callable): maps an (H, W, 3) uint8 RGB array to a list of `(x0, y0, x1, y1)` boxes; defaults
-            to OpenCV's frontal-face Haar cascade ([`HaarFaceDetector`]).
-        face_margin (`float`, defaults to 0.2): margin added on each side of a face box before cropping, as a fraction
-            of its size (the box is made square, as the data set builders crop).
+        face_detector (`str` or callable): "hog" (dlib's HOG detector, the default), "cnn" (dlib's MMOD CNN: more
+            accurate, much slower), "haar" (OpenCV's cascade, needs no dlib) or a callable mapping an (H, W, 3) uint8
+            RGB array to `(x0, y0, x1, y1)` boxes. Named detectors drop boxes whose landmarks are implausible
+            ([`FaceFinder`]); a callable's boxes are kept as given. Default: the checkpoint's
+            `image_processor.face_detector`, else "hog".
+        face_threshold (`float`): the detection score threshold of "hog" / "cnn" (dlib's; default 0.0).
+        align_faces (`bool`): warp each face so that its five landmarks fall on a canonical template
+            ([`align_face`]) before the image processor; `False` crops the square box with `face_margin`, as clef-hf
+            did before. Default: the checkpoint's `image_processor.align_faces`, else `True`.
+        face_margin (`float`, defaults to 0.2): margin added on each side of the face before cropping, as a fraction
+            of its size (the data set builders' `face_margin`). Default: the checkpoint's, else 0.2.
+        face_crop_size (`int`): side of the aligned crop; default the checkpoint's, else the image processor's crop
+            size.
         candidate_labels (`list[str]`), hypothesis_template (`str`), multi_label (`bool`): zero-shot scoring, above.
         top_k (`int`): how many single-label predictions to return (multi-label outputs always list every label).
         autocast_bf16 (`bool`, defaults to `False`): run the image encoder under `torch.autocast` in bfloat16 (about
@@ -155,16 +211,22 @@ class FacialBehaviorPipeline(ChunkPipeline):
             # runs that check.
             self.model.encode_texts(self.tokenizer, [])
         self._label_embedding_cache: dict[tuple[str, tuple[str, ...]], torch.Tensor] = {}
-        self._haar_detector: HaarFaceDetector | None = None
+        self._face_finders: dict[Any, tuple[Any, FaceFinder]] = {}
         self._placeholder_pixels: torch.Tensor | None = None
+        # The checkpoint's face settings; construction keywords (face_detector=..., align_faces=...) override them
+        # through `_sanitize_parameters`, like any call keyword.
+        self.face_settings = face_settings(self.image_processor)
 
     # ------------------------------------------------------------------ parameters
 
     def _sanitize_parameters(
         self,
         detect_faces: bool | None = None,
-        face_detector: Callable[[np.ndarray], list[Box]] | None = None,
+        face_detector: str | Callable[[np.ndarray], list[Box]] | None = None,
         face_margin: float | None = None,
+        align_faces: bool | None = None,
+        face_crop_size: int | None = None,
+        face_threshold: float | None = None,
         candidate_labels: Iterable[str] | str | None = None,
         hypothesis_template: str | None = None,
         multi_label: bool | None = None,
@@ -176,13 +238,22 @@ class FacialBehaviorPipeline(ChunkPipeline):
         if detect_faces is not None:
             preprocess["detect_faces"] = bool(detect_faces)
         if face_detector is not None:
-            if not callable(face_detector):
-                raise ValueError(f"face_detector must be callable (RGB array -> boxes), got {face_detector!r}.")
+            if not callable(face_detector) and face_detector not in FACE_DETECTORS:
+                raise ValueError(f"face_detector must be one of {FACE_DETECTORS} or a callable (RGB array -> boxes), "
+                                 f"got {face_detector!r}.")
             preprocess["face_detector"] = face_detector
         if face_margin is not None:
             if not face_margin >= 0:
                 raise ValueError(f"face_margin is a fraction of the face size and must be >= 0, got {face_margin}.")
             preprocess["face_margin"] = float(face_margin)
+        if align_faces is not None:
+            preprocess["align_faces"] = bool(align_faces)
+        if face_crop_size is not None:
+            if isinstance(face_crop_size, bool) or not isinstance(face_crop_size, int) or face_crop_size < 8:
+                raise ValueError(f"face_crop_size must be an integer number of pixels >= 8, got {face_crop_size!r}.")
+            preprocess["face_crop_size"] = face_crop_size
+        if face_threshold is not None:
+            preprocess["face_threshold"] = float(face_threshold)
         if timeout is not None:
             preprocess["timeout"] = timeout
         if candidate_labels is not None:
@@ -223,10 +294,18 @@ class FacialBehaviorPipeline(ChunkPipeline):
 
     # ------------------------------------------------------------------ preprocess: one chunk per face
 
-    def _default_face_detector(self) -> HaarFaceDetector:
-        if self._haar_detector is None:
-            self._haar_detector = HaarFaceDetector()
-        return self._haar_detector
+    def face_finder(
+        self, face_detector: str | Callable | None = None, face_threshold: float | None = None
+    ) -> FaceFinder:
+        """The [`FaceFinder`] for a detector name or callable (default: the pipeline's), built once and kept; every
+        finder shares one landmark predictor."""
+        detector = self.face_settings["face_detector"] if face_detector is None else face_detector
+        threshold = self.face_settings["face_threshold"] if face_threshold is None else face_threshold
+        key = (detector if isinstance(detector, str) else id(detector), threshold)
+        if key not in self._face_finders:
+            shared = next((f.landmarker for _, f in self._face_finders.values() if f.landmarker is not None), None)
+            self._face_finders[key] = (detector, FaceFinder(detector, threshold=threshold, landmarker=shared))
+        return self._face_finders[key][1]
 
     def _pixel_values(self, crop) -> torch.Tensor:
         if self.image_processor is None:
@@ -247,30 +326,55 @@ class FacialBehaviorPipeline(ChunkPipeline):
 
     def preprocess(
         self,
-        image: ImageInput,
+        image: ImageInput | dict[str, Any],
         detect_faces: bool = True,
-        face_detector: Callable[[np.ndarray], list[Box]] | None = None,
-        face_margin: float = DEFAULT_FACE_MARGIN,
+        face_detector: str | Callable[[np.ndarray], list[Box]] | None = None,
+        face_margin: float | None = None,
+        align_faces: bool | None = None,
+        face_crop_size: int | None = None,
+        face_threshold: float | None = None,
         timeout: float | None = None,
     ) -> Iterator[dict[str, Any]]:
-        """Yields one chunk per face: `pixel_values` (1, 3, size, size), `has_face` (1,), `box` and `is_last`."""
+        """Yields one chunk per face: `pixel_values` (1, 3, size, size), `has_face` (1,), `face` (the entry without
+        predictions: box, landmarks and any given keys) and `is_last`."""
+        settings = self.face_settings
+        margin = settings["face_margin"] if face_margin is None else face_margin
+        align = settings["align_faces"] if align_faces is None else align_faces
+        crop_size = settings["face_crop_size"] if face_crop_size is None else face_crop_size
+        given_faces = None
+        if isinstance(image, dict) and "faces" in image:
+            image, given_faces = image.get("image"), image["faces"]
         rgb = load_rgb_image(image, timeout=timeout)
         width, height = rgb.size
-        if detect_faces:
-            detector = face_detector if face_detector is not None else self._default_face_detector()
-            boxes = _checked_boxes(detector(np.asarray(rgb)), width, height, detector, image)
-            crops = [rgb.crop(expand_box(box, width, height, face_margin)) for box in boxes]
+        if given_faces is not None:
+            faces, extras = _given_faces(given_faces, width, height, image)
+        elif detect_faces:
+            finder = self.face_finder(face_detector, face_threshold)
+            faces = finder(np.asarray(rgb))
+            extras = [{} for _ in faces]
         else:
-            boxes, crops = [(0, 0, width, height)], [rgb]
-        if not boxes:
-            yield {"pixel_values": self._placeholder(), "has_face": torch.tensor([False]), "box": None, "is_last": True}
+            faces, extras = [DetectedFace(box=(0, 0, width, height))], [{}]
+        if not faces:
+            yield {"pixel_values": self._placeholder(), "has_face": torch.tensor([False]), "face": None,
+                   "is_last": True}
             return
-        for index, (box, crop) in enumerate(zip(boxes, crops)):
+        for index, (face, extra) in enumerate(zip(faces, extras)):
+            if not detect_faces and given_faces is None:
+                crop = rgb
+            elif align and face.landmarks is not None:
+                crop = align_face(rgb, face.landmarks, crop_size, margin)
+            else:
+                crop = rgb.crop(expand_box(face.box, width, height, margin))
+            entry = {
+                "box": dict(zip(("xmin", "ymin", "xmax", "ymax"), (int(v) for v in face.box))),
+                "landmarks": None if face.landmarks is None else np.round(face.landmarks, 1).tolist(),
+                **extra,
+            }
             yield {
                 "pixel_values": self._pixel_values(crop),
                 "has_face": torch.tensor([True]),
-                "box": dict(zip(("xmin", "ymin", "xmax", "ymax"), box)),
-                "is_last": index == len(boxes) - 1,
+                "face": entry,
+                "is_last": index == len(faces) - 1,
             }
 
     # ------------------------------------------------------------------ forward: a batch of face crops
@@ -333,7 +437,8 @@ class FacialBehaviorPipeline(ChunkPipeline):
             image_embeds = nn.functional.normalize(image_features.float(), dim=-1)
             # As CLEFModel.forward: cosine similarity over the learned temperature.
             logits[has_face] = image_embeds @ label_embeds.float().T / self.model.temperature.float()
-        return {"logits": logits, "has_face": has_face, "box": model_inputs["box"], "is_last": model_inputs["is_last"]}
+        return {"logits": logits, "has_face": has_face, "face": model_inputs["face"],
+                "is_last": model_inputs["is_last"]}
 
     # ------------------------------------------------------------------ postprocess: the faces of one image
 
@@ -374,25 +479,35 @@ class FacialBehaviorPipeline(ChunkPipeline):
                 scores = torch.softmax(logits, dim=-1)
                 order = torch.argsort(scores, descending=True, stable=True)[:top_k].tolist()
                 predictions = [{"label": label_ids[index], "score": float(scores[index])} for index in order]
-            faces.append({"box": output["box"], "predictions": predictions})
+            faces.append({**output["face"], "predictions": predictions})
         return faces
 
 
-def _checked_boxes(boxes: Any, width: int, height: int, detector: Any, image: ImageInput) -> list[Box]:
-    """Detector boxes as integer pixel boxes clipped to the image; empty boxes are dropped."""
-    checked = []
-    for box in list(boxes) if boxes is not None else []:
-        values = np.asarray(box, dtype=np.float64).reshape(-1)
-        if values.shape != (4,) or not np.isfinite(values).all():
-            raise ValueError(
-                f"The face detector {detector!r} returned {box!r} for {describe_input(image)}; expected boxes "
-                "(x0, y0, x1, y1) in pixels."
-            )
-        x0, y0 = max(0, int(round(values[0]))), max(0, int(round(values[1])))
-        x1, y1 = min(width, int(round(values[2]))), min(height, int(round(values[3])))
-        if x1 > x0 and y1 > y0:
-            checked.append((x0, y0, x1, y1))
-    return checked
+def _given_faces(faces: Any, width: int, height: int, image: Any) -> tuple[list[DetectedFace], list[dict]]:
+    """The faces of a `{"image", "faces"}` input as [`DetectedFace`]s, and each one's other keys (e.g. "face_id")."""
+    if not isinstance(faces, (list, tuple)):
+        raise ValueError(f"'faces' of {describe_input(image)} must be a list of {{'box', 'landmarks'}} dicts, got "
+                         f"{type(faces).__name__}.")
+    detected, extras = [], []
+    for face in faces:
+        if isinstance(face, DetectedFace):
+            face = {"box": face.box, "landmarks": face.landmarks}
+        if not isinstance(face, dict) or "box" not in face:
+            raise ValueError(f"A face of {describe_input(image)} is {face!r}; expected a dict with a 'box'.")
+        box = face["box"]
+        if isinstance(box, dict):
+            box = [box.get(key) for key in ("xmin", "ymin", "xmax", "ymax")]
+        boxes = checked_boxes([box], width, height, "faces[...]['box']", describe_input(image))
+        if not boxes:
+            continue
+        landmarks = face.get("landmarks")
+        if landmarks is not None:
+            landmarks = np.asarray(landmarks, dtype=np.float64)
+            if landmarks.shape != (5, 2):
+                raise ValueError(f"A face's landmarks must be five [x, y] points, got shape {landmarks.shape}.")
+        detected.append(DetectedFace(box=boxes[0], score=face.get("score"), landmarks=landmarks))
+        extras.append({key: value for key, value in face.items() if key not in ("box", "landmarks", "score")})
+    return detected, extras
 
 
 def _datasets_images(inputs: Any) -> tuple[Iterator[Any], bool] | None:
@@ -422,9 +537,10 @@ def _datasets_images(inputs: Any) -> tuple[Iterator[Any], bool] | None:
 def add_remote_pipeline(save_directory: str | os.PathLike) -> list[str]:
     """Make a saved CLEF checkpoint carry this pipeline for users without the package.
 
-    Copies this file and the files it imports (`faces.py`, `image_inputs.py`) into `save_directory` and adds
-    `custom_pipelines["facial-behavior"]` to its `config.json`. Users without the package then run
-    `pipeline("facial-behavior", model=..., trust_remote_code=True)` (or `pipeline(model=..., trust_remote_code=True)`).
+    Copies this file and the files it imports (`faces.py`, `face_alignment.py`, `image_inputs.py`) into
+    `save_directory` and adds `custom_pipelines["facial-behavior"]` to its `config.json`. Users without the package
+    then run `pipeline("facial-behavior", model=..., trust_remote_code=True)` (or `pipeline(model=...,
+    trust_remote_code=True)`).
     With the package installed, `import clef_hf` keeps `pipeline("facial-behavior", model=...)` on the installed
     pipeline, without `trust_remote_code` (`CLEFConfig` drops a `custom_pipelines` entry for a task the package has
     registered).
@@ -465,4 +581,7 @@ def add_remote_pipeline(save_directory: str | os.PathLike) -> list[str]:
     return copied
 
 
-__all__ = ["DEFAULT_FACE_MARGIN", "TASK", "FacialBehaviorPipeline", "add_remote_pipeline", "quantize_dynamic_int8"]
+__all__ = [
+    "DEFAULT_FACE_MARGIN", "DEFAULT_FACE_SETTINGS", "TASK", "FacialBehaviorPipeline", "add_remote_pipeline",
+    "face_settings", "quantize_dynamic_int8",
+]

@@ -3,6 +3,7 @@ tokenizer fits a model's text encoder."""
 
 from transformers import CLIPImageProcessorPil, CLIPTextConfig, ProcessorMixin
 
+from .faces import FACE_DETECTORS
 from .hub_access import explain_hub_failure
 from .image_inputs import as_pil_image_processor
 
@@ -66,11 +67,33 @@ class CLEFProcessor(ProcessorMixin):
         super().__init__(image_processor, tokenizer, **kwargs)
 
     @classmethod
-    def from_tokenizer(cls, tokenizer, image_size: int = 224) -> "CLEFProcessor":
+    def from_tokenizer(
+        cls,
+        tokenizer,
+        image_size: int = 224,
+        face_detector: str = "hog",
+        align_faces: bool = True,
+        face_margin: float = 0.2,
+        face_crop_size: int | None = None,
+        face_threshold: float | None = None,
+    ) -> "CLEFProcessor":
         """A processor made of `tokenizer` and CLIP's image processing at `image_size` pixels (resize the short side,
-        centre-crop a square, normalise with CLIP's mean and standard deviation)."""
+        centre-crop a square, normalise with CLIP's mean and standard deviation).
+
+        The face settings are stored on the image processor (`preprocessor_config.json`), so a saved checkpoint tells
+        `pipeline("facial-behavior")` how its training faces were found and cropped: `face_detector` ("hog", "cnn"
+        or "haar"), `align_faces` (landmark alignment, else box crops), `face_margin` (fraction of the face added on
+        each side), `face_crop_size` (aligned crop side; `None`: `image_size`) and `face_threshold` (detector score
+        threshold; `None`: the detector's default). A config saved without them loads with these defaults
+        (`pipeline_facial_behavior.DEFAULT_FACE_SETTINGS`).
+        """
+        if face_detector not in FACE_DETECTORS:
+            raise ValueError(f"face_detector={face_detector!r}: a checkpoint stores a detector name, one of "
+                             f"{FACE_DETECTORS} (pass a callable to the pipeline instead).")
         image_processor = CLIPImageProcessorPil(
-            size={"shortest_edge": image_size}, crop_size={"height": image_size, "width": image_size}
+            size={"shortest_edge": image_size}, crop_size={"height": image_size, "width": image_size},
+            face_detector=face_detector, align_faces=bool(align_faces), face_margin=float(face_margin),
+            face_crop_size=face_crop_size, face_threshold=face_threshold,
         )
         return cls(image_processor=image_processor, tokenizer=tokenizer)
 

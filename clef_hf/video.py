@@ -9,7 +9,11 @@ record per frame::
     >>> from clef_hf.video import analyze_video, video_results_to_dataframe
     >>> pipe = pipeline("facial-behavior", model="path/to/clef-au-model")
     >>> records = analyze_video(pipe, "interview.mp4", frame_stride=5)  # a generator: decodes as it is consumed
-    >>> table = video_results_to_dataframe(records)  # one row per face per kept frame, with frame and timestamp
+    >>> table = video_results_to_dataframe(records)  # one row per face per kept frame, with frame, timestamp, face_id
+
+With a facial-behavior pipeline, faces are detected every `detect_every` kept frames (default 5) and followed in
+between by their landmarks (`clef_hf.face_tracking.FaceTracker`), so every face entry carries a `face_id` that stays
+the same for one person through the clip; `detect_every=1` detects on every frame (ids still link the frames).
 
 A frame's timestamp is its index divided by the video's frame rate (from the container), which is exact for
 constant-frame-rate video; when the container reports no frame rate, the decoder's position is used instead.
@@ -23,9 +27,11 @@ from collections.abc import Callable, Iterable, Iterator, Sequence
 from typing import Any, TypedDict
 
 import cv2
+import numpy as np
 import pandas as pd
 from PIL import Image
 
+from .face_tracking import DEFAULT_DETECT_EVERY, FaceTracker
 from .visualization import results_to_dataframe
 
 __all__ = [
@@ -238,6 +244,7 @@ def analyze_video(
     *,
     backend: str = "opencv",
     return_frames: bool = False,
+    detect_every: int = DEFAULT_DETECT_EVERY,
     **pipeline_kwargs: Any,
 ) -> Iterator[VideoFrameResult]:
     """Run a facial-behavior pipeline over a video, yielding one record per kept frame, in order.
@@ -256,6 +263,10 @@ def analyze_video(
         backend: the decoding backend of `iter_video_frames`.
         return_frames: also put each frame's RGB image in its record under "image" (e.g. for `plot_face_scores`);
             memory stays flat only if the caller does not keep them all.
+        detect_every: with a facial-behavior pipeline that detects faces, run its face detector on every
+            `detect_every`-th kept frame and track the faces in between ([`FaceTracker`]); each face entry then has
+            a "face_id". Without landmarks (Haar without dlib) every frame is detected. Other callables, and
+            `detect_faces=False`, are called on the frames as they are.
         **pipeline_kwargs: passed on to every pipeline call (`detect_faces`, `top_k`, `candidate_labels`, ...).
 
     Yields:
@@ -266,8 +277,15 @@ def analyze_video(
         number of results other than the number of frames it was given.
     """
     _check_positive_int("batch_size", batch_size)
+    _check_positive_int("detect_every", detect_every)
+    tracker = None
+    if callable(getattr(pipe, "face_finder", None)) and pipeline_kwargs.get("detect_faces", True):
+        finder = pipe.face_finder(pipeline_kwargs.get("face_detector"), pipeline_kwargs.get("face_threshold"))
+        # Without landmarks (Haar without dlib) there is nothing to follow between detections: detect every frame,
+        # and the ids still come from matching the boxes.
+        tracker = FaceTracker(finder, detect_every=detect_every if finder.landmarker is not None else 1)
     frames = iter_video_frames(path, frame_stride=frame_stride, max_frames=max_frames, backend=backend)
-    return _analyze_frames(pipe, frames, os.fspath(path), batch_size, return_frames, pipeline_kwargs)
+    return _analyze_frames(pipe, frames, os.fspath(path), batch_size, return_frames, pipeline_kwargs, tracker)
 
 
 def _analyze_frames(
@@ -277,16 +295,20 @@ def _analyze_frames(
     batch_size: int,
     return_frames: bool,
     pipeline_kwargs: dict[str, Any],
+    tracker: FaceTracker | None = None,
 ) -> Iterator[VideoFrameResult]:
     chunk: list[Frame] = []
+    tracked: list[list[dict[str, Any]]] = []
     try:
         for frame in frames:
             chunk.append(frame)
+            if tracker is not None:
+                tracked.append(_tracked_faces(tracker, frame[2]))
             if len(chunk) == batch_size:
-                yield from _analyze_chunk(pipe, chunk, source, batch_size, return_frames, pipeline_kwargs)
-                chunk = []
+                yield from _analyze_chunk(pipe, chunk, source, batch_size, return_frames, pipeline_kwargs, tracked)
+                chunk, tracked = [], []
         if chunk:
-            yield from _analyze_chunk(pipe, chunk, source, batch_size, return_frames, pipeline_kwargs)
+            yield from _analyze_chunk(pipe, chunk, source, batch_size, return_frames, pipeline_kwargs, tracked)
     finally:
         close = getattr(frames, "close", None)
         if close is not None:
@@ -300,8 +322,12 @@ def _analyze_chunk(
     batch_size: int,
     return_frames: bool,
     pipeline_kwargs: dict[str, Any],
+    tracked: list[list[dict[str, Any]]] | None = None,
 ) -> Iterator[VideoFrameResult]:
-    images = [image for _, _, image in chunk]
+    images: list[Any] = [image for _, _, image in chunk]
+    if tracked:
+        # The tracker found the faces: the pipeline crops and scores them without detecting again.
+        images = [{"image": image, "faces": faces} for image, faces in zip(images, tracked)]
     outputs = pipe(images, batch_size=batch_size, **pipeline_kwargs)
     if not isinstance(outputs, list) or len(outputs) != len(images):
         got = f"{len(outputs)} results" if isinstance(outputs, list) else f"a {type(outputs).__name__}"
@@ -314,6 +340,12 @@ def _analyze_chunk(
         if return_frames:
             record["image"] = image
         yield record
+
+
+def _tracked_faces(tracker: FaceTracker, image: Image.Image) -> list[dict[str, Any]]:
+    """The tracker's faces in one frame, as the `faces` of a `{"image", "faces"}` pipeline input."""
+    return [{"box": face.box, "landmarks": face.landmarks, "face_id": face.face_id}
+            for face in tracker(np.asarray(image.convert("RGB")))]
 
 
 def video_results_to_dataframe(

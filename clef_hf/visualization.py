@@ -156,6 +156,8 @@ def results_to_dataframe(
     - `image` (the entry of `image_ids`, default the image's index in `results`), or for video records `frame` and
       `timestamp` (seconds) instead;
     - `face`: the face's index within its image or frame (the pipeline's order);
+    - `face_id`, where the faces carry one (video tracking, `clef_hf.video.analyze_video`): the person's id, the same
+      in every frame where the tracker followed that face;
     - `xmin`, `ymin`, `xmax`, `ymax`: the face box in pixels;
     - one column per label (`AU1`, `AU12`, `happiness`, ...) holding its score; NaN where a face has no score for
       that label (expression results limited by `top_k`);
@@ -188,6 +190,7 @@ def results_to_dataframe(
     present_labels: set[str] = set()
     names: dict[str, str] = {}
     empty_rows = False
+    has_face_ids = False
     for keys, faces, where in entries:
         if not isinstance(faces, (list, tuple)):
             raise TypeError(f"{where} is {_describe(faces)}; expected the list of faces of one image.")
@@ -201,6 +204,9 @@ def results_to_dataframe(
             predictions = _predictions(face, face_where)
             row = dict(keys)
             row["face"] = j
+            if face.get("face_id") is not None:
+                row["face_id"] = int(face["face_id"])
+                has_face_ids = True
             row.update(zip(BOX_COLUMNS, _box(face, face_where)))
             for prediction in predictions:
                 label = str(prediction["label"])
@@ -214,12 +220,14 @@ def results_to_dataframe(
             rows.append(row)
 
     ordered = list(dict.fromkeys([*(labels or []), *label_order]))
-    columns = [*key_columns, "face", *BOX_COLUMNS, *ordered]
+    columns = [*key_columns, "face", *(["face_id"] if has_face_ids else []), *BOX_COLUMNS, *ordered]
     columns += [label + PRESENT_SUFFIX for label in ordered if label in present_labels]
     frame = pd.DataFrame.from_records(rows, columns=columns)
     if not rows:
         return frame.astype({label: "float64" for label in ordered})
     frame["face"] = frame["face"].astype("Int64" if empty_rows else "int64")
+    if has_face_ids:
+        frame["face_id"] = frame["face_id"].astype("Int64" if frame["face_id"].isna().any() else "int64")
     for label in ordered:
         frame[label] = frame[label].astype("float64")
         if label in present_labels:

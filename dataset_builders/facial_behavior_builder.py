@@ -16,7 +16,7 @@ import datasets
 from PIL import Image
 
 from .data_report import DataReport, bad_data, check_on_bad_data, job_report_path, report_directory
-from .faces import FaceDetector, HaarFaceDetector, crop_face
+from .faces import FACE_DETECTORS, FaceFinder, crop_face
 
 VERSION = datasets.Version("1.0.0")
 
@@ -30,7 +30,11 @@ class FacialBehaviorConfig(datasets.BuilderConfig):
             counts such items in the data report.
         crop_faces: detect the face in each frame and store the crop (for full camera frames: BP4D, BP4D+, DISFA).
         face_size: side of the stored face crops, in pixels.
-        face_margin: margin added around the detected face box, as a fraction of its size.
+        face_margin: margin added around the face, as a fraction of its size, on each side.
+        face_detector: "hog" (dlib's HOG, default), "cnn" (dlib's MMOD CNN) or "haar" (OpenCV), as the pipeline's
+            `face_detector`; the face with the highest score (Haar: the largest) is kept.
+        align_faces: store the face aligned on its five landmarks (`clef_hf.face_alignment.align_face`), as the
+            pipeline crops at inference; `False` stores the square box crop (clef-hf's crops before alignment).
         verify_images: decode every image while preparing, to find corrupt files now rather than mid-training.
     """
 
@@ -38,11 +42,19 @@ class FacialBehaviorConfig(datasets.BuilderConfig):
     crop_faces: bool = False
     face_size: int = 224
     face_margin: float = 0.2
+    face_detector: str = "hog"
+    align_faces: bool = True
     verify_images: bool = True
 
     def __post_init__(self):
         super().__post_init__()
         check_on_bad_data(self.on_bad_data)
+        check_face_detector(self.face_detector)
+
+
+def check_face_detector(name: str) -> None:
+    if name not in FACE_DETECTORS:
+        raise ValueError(f"face_detector={name!r}: a builder takes a detector name, one of {FACE_DETECTORS}.")
 
 
 class FacialBehaviorBuilder(datasets.GeneratorBasedBuilder):
@@ -51,7 +63,7 @@ class FacialBehaviorBuilder(datasets.GeneratorBasedBuilder):
     BUILDER_CONFIG_CLASS = FacialBehaviorConfig
     #: The expected directory layout, shown in errors about missing paths. Subclasses set it.
     LAYOUT: str = ""
-    _face_detector: FaceDetector | None = None
+    _face_finder: FaceFinder | None = None
 
     # ---------------------------------------------------------------- to implement
 
@@ -67,6 +79,7 @@ class FacialBehaviorBuilder(datasets.GeneratorBasedBuilder):
     def _split_generators(self, dl_manager):
         # Options passed as keywords to the builder bypass the config's __post_init__: check them here.
         check_on_bad_data(self.config.on_bad_data)
+        check_face_detector(self.config.face_detector)
         reports = report_directory(self.cache_dir)
         if reports.is_dir():
             for stale in reports.glob("*.json"):
@@ -111,9 +124,10 @@ class FacialBehaviorBuilder(datasets.GeneratorBasedBuilder):
 
     def crop(self, image: Image.Image, source: str | Path, report: DataReport) -> dict | None:
         """The face crop of `image` as an encoded image value, or `None` (counted as `no_face`) if none is found."""
-        if self._face_detector is None:
-            self._face_detector = HaarFaceDetector()
-        face = crop_face(image, self._face_detector, self.config.face_size, self.config.face_margin)
+        if self._face_finder is None:
+            self._face_finder = FaceFinder(self.config.face_detector)
+        face = crop_face(image, self._face_finder, self.config.face_size, self.config.face_margin,
+                         align=self.config.align_faces)
         if face is None:
             report.add("no_face", source)
             return None

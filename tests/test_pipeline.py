@@ -16,12 +16,14 @@ import pytest
 import torch
 from conftest import IMAGE_SIZE, PROJECTION_DIM, tiny_text_config, tiny_vision_config
 from PIL import Image
-from skimage.data import astronaut, lfw_subset
+from face_scenes import several_faces_scene
+from skimage.data import astronaut, chelsea, coffee, lfw_subset, rocket
 from transformers import pipeline
 from transformers.pipelines import PIPELINE_REGISTRY
 
 from clef_hf import CLEFConfig, CLEFModel, CLEFProcessor, FacialBehaviorPipeline, add_remote_pipeline
-from clef_hf.faces import expand_box
+from clef_hf.face_alignment import align_face
+from clef_hf.faces import HaarFaceDetector, expand_box
 from clef_hf.image_inputs import load_rgb_image
 from clef_hf.vocabulary import au_labels, expression_labels
 
@@ -99,9 +101,13 @@ def test_astronaut_one_face_with_au_scores_of_the_model(au_pipe):
     assert [p["label"] for p in predictions] == config.label_ids == ["AU1", "AU2", "AU4", "AU6", "AU12"]
     assert [p["name"] for p in predictions] == config.label_names
     assert predictions[-1]["name"] == "lip corner puller"
-    # The scores are sigmoid(CLEFModel logits) of the face crop with the default 0.2 margin.
+    landmarks = np.array(faces[0]["landmarks"])
+    assert landmarks.shape == (5, 2)
+    assert (landmarks >= [box["xmin"], box["ymin"]]).all() and (landmarks <= [box["xmax"], box["ymax"]]).all()
+    # The scores are sigmoid(CLEFModel logits) of the face aligned on its landmarks, with the default 0.2 margin, at
+    # the image processor's crop size (the settings of a processor saved without face settings).
     image = Image.fromarray(astronaut())
-    crop = image.crop(expand_box(tuple(box.values()), image.width, image.height, 0.2))
+    crop = align_face(image, landmarks, IMAGE_SIZE, 0.2)
     with torch.no_grad():
         logits = au_pipe.model(pixel_values=au_pipe.image_processor(crop, return_tensors="pt")["pixel_values"]).logits
     np.testing.assert_allclose([p["score"] for p in predictions], torch.sigmoid(logits[0]).numpy(), atol=1e-6)
@@ -159,6 +165,102 @@ def test_pluggable_face_detector_at_construction_and_per_call(checkpoints):
                                                {"xmin": 60, "ymin": 0, "xmax": 120, "ymax": 40}]
     with pytest.raises(ValueError, match=r"returned \(1, 2\)"):
         pipe(image, face_detector=lambda rgb: [(1, 2)])
+
+
+def test_several_real_faces_give_one_entry_each_with_landmarks_in_its_box(au_pipe):
+    canvas, placed = several_faces_scene()
+    faces = au_pipe(canvas)
+    assert len(faces) == len(placed)
+    for face in faces:
+        box, landmarks = face["box"], np.array(face["landmarks"])
+        assert landmarks.shape == (5, 2)
+        assert (landmarks >= [box["xmin"], box["ymin"]]).all() and (landmarks <= [box["xmax"], box["ymax"]]).all()
+    found = sorted(tuple(np.array(face["landmarks"]).mean(axis=0).round(-1)) for face in faces)
+    assert np.abs(np.array(found) - sorted(tuple(p.centre.round(-1)) for p in placed)).max() <= 10
+    for photo in (chelsea(), coffee(), rocket()):
+        assert au_pipe(photo) == []
+
+
+def test_haar_box_crops_reproduce_the_pipeline_before_alignment(checkpoints):
+    pipe = pipeline("facial-behavior", model=checkpoints["au"], face_detector="haar", align_faces=False)
+    (face,) = pipe(astronaut())
+    box = face["box"]
+    assert (box["xmin"], box["ymin"], box["xmax"], box["ymax"]) == HaarFaceDetector()(astronaut())[0]
+    image = Image.fromarray(astronaut())
+    crop = image.crop(expand_box(tuple(box.values()), image.width, image.height, 0.2))
+    with torch.no_grad():
+        logits = pipe.model(pixel_values=pipe.image_processor(crop, return_tensors="pt")["pixel_values"]).logits
+    np.testing.assert_allclose([p["score"] for p in face["predictions"]], torch.sigmoid(logits[0]).numpy(), atol=1e-6)
+    # aligned and box crops of the same face give other scores: alignment changes what the model sees
+    aligned = pipe(astronaut(), align_faces=True)[0]
+    assert aligned["landmarks"] is not None
+    assert not np.allclose(_scores([aligned]), _scores([face]), atol=1e-4)
+    with pytest.raises(ValueError, match="face_detector must be one of"):
+        pipe(astronaut(), face_detector="retina")
+
+
+def test_face_settings_travel_with_the_checkpoint(tmp_path, tokenizer, checkpoints):
+    directory = tmp_path / "haar-checkpoint"
+    shutil.copytree(checkpoints["au"], directory)
+    CLEFProcessor.from_tokenizer(tokenizer, image_size=IMAGE_SIZE, face_detector="haar", align_faces=False,
+                                 face_margin=0.3, face_crop_size=48).save_pretrained(directory)
+    reloaded = CLEFProcessor.from_pretrained(directory)
+    assert (reloaded.image_processor.face_detector, reloaded.image_processor.align_faces,
+            reloaded.image_processor.face_margin, reloaded.image_processor.face_crop_size) == ("haar", False, 0.3, 48)
+    pipe = pipeline("facial-behavior", model=str(directory))
+    assert pipe.face_settings == {"face_detector": "haar", "align_faces": False, "face_margin": 0.3,
+                                  "face_crop_size": 48, "face_threshold": None}
+    (face,) = pipe(astronaut())
+    assert (face["box"]["xmin"], face["box"]["ymin"], face["box"]["xmax"], face["box"]["ymax"]) == \
+        HaarFaceDetector()(astronaut())[0]
+    # a processor config written before face settings existed loads with the defaults: HOG, aligned
+    config_path = directory / "preprocessor_config.json"
+    if not config_path.exists():
+        config_path = directory / "processor_config.json"
+    config = json.loads(config_path.read_text())
+    for holder in (config, config.get("image_processor", {})):
+        for key in ("face_detector", "align_faces", "face_margin", "face_crop_size", "face_threshold"):
+            holder.pop(key, None)
+    config_path.write_text(json.dumps(config))
+    old = pipeline("facial-behavior", model=str(directory))
+    assert old.face_settings == {"face_detector": "hog", "align_faces": True, "face_margin": 0.2,
+                                 "face_crop_size": IMAGE_SIZE, "face_threshold": None}
+
+
+def test_faces_found_elsewhere_are_scored_with_their_extra_keys(au_pipe):
+    (detected,) = au_pipe(astronaut())
+    given = {"box": detected["box"], "landmarks": detected["landmarks"], "face_id": 7}
+    (face,) = au_pipe({"image": astronaut(), "faces": [given]})
+    assert face["face_id"] == 7 and face["box"] == detected["box"]
+    np.testing.assert_allclose(_scores([face]), _scores([detected]), atol=1e-6)
+    # no landmarks: the box crop
+    (boxed,) = au_pipe({"image": astronaut(), "faces": [{"box": (176, 77, 266, 166)}]})
+    assert boxed["landmarks"] is None
+    assert au_pipe({"image": astronaut(), "faces": []}) == []
+    with pytest.raises(ValueError, match="five \\[x, y\\] points"):
+        au_pipe({"image": astronaut(), "faces": [{"box": (0, 0, 50, 50), "landmarks": [[1, 2]]}]})
+    with pytest.raises(ValueError, match="expected a dict with a 'box'"):
+        au_pipe({"image": astronaut(), "faces": [(0, 0, 50, 50)]})
+
+
+def test_bad_images_for_the_face_detector(au_pipe, tmp_path):
+    """Grey, RGBA, 16-bit and EXIF-rotated photos of a face all give its face; a tiny image gives none."""
+    expected = au_pipe(astronaut())[0]
+    grey = np.asarray(Image.fromarray(astronaut()).convert("L"))
+    rgba = np.dstack([astronaut(), np.full((512, 512), 255, np.uint8)])
+    for name, image in {"grey": grey, "RGBA": rgba, "16-bit": astronaut().astype(np.uint16) * 257}.items():
+        (face,) = au_pipe(image)
+        np.testing.assert_allclose(face["landmarks"], expected["landmarks"], atol=3, err_msg=name)
+    # a JPEG stored sideways whose EXIF says "rotate 90 degrees clockwise" (orientation 6): the face is found where
+    # it is once the photo is upright
+    sideways = Image.fromarray(astronaut()).transpose(Image.Transpose.ROTATE_90)
+    exif = Image.Exif()
+    exif[0x0112] = 6
+    path = tmp_path / "sideways.jpg"
+    sideways.save(path, exif=exif, quality=95)
+    (face,) = au_pipe(str(path))
+    np.testing.assert_allclose(face["landmarks"], expected["landmarks"], atol=3)
+    assert au_pipe(np.full((15, 12, 3), 128, np.uint8)) == []
 
 
 # ---------------------------------------------------------------------------------------------------- inputs
@@ -407,7 +509,7 @@ def test_the_task_is_registered_and_loads_without_trust_remote_code(checkpoints,
     shutil.copytree(checkpoints["au"], shipped)
     copied = add_remote_pipeline(shipped)
     assert sorted(os.path.basename(path) for path in copied) == \
-        ["faces.py", "image_inputs.py", "pipeline_facial_behavior.py"]
+        ["face_alignment.py", "faces.py", "image_inputs.py", "pipeline_facial_behavior.py"]
     saved = json.loads((shipped / "config.json").read_text())
     assert saved["custom_pipelines"] == {"facial-behavior": {
         "impl": "pipeline_facial_behavior.FacialBehaviorPipeline", "pt": ["AutoModel"], "type": "image"}}
@@ -477,11 +579,11 @@ def test_the_pipeline_code_does_not_depend_on_the_rest_of_the_package():
     import clef_hf.pipeline_facial_behavior as module
 
     directory = os.path.dirname(module.__file__)
-    for name in ("pipeline_facial_behavior.py", "faces.py", "image_inputs.py"):
+    for name in ("pipeline_facial_behavior.py", "faces.py", "face_alignment.py", "image_inputs.py"):
         tree = ast.parse(open(os.path.join(directory, name), encoding="utf-8").read())
         for node in ast.walk(tree):
             if isinstance(node, ast.ImportFrom) and node.level > 0:
-                assert node.module in ("faces", "image_inputs"), (name, node.module)
+                assert node.module in ("faces", "face_alignment", "image_inputs"), (name, node.module)
             modules = [alias.name for alias in node.names] if isinstance(node, ast.Import) else \
                 [node.module or ""] if isinstance(node, ast.ImportFrom) else []
             assert not any(m.startswith(("clef_hf", "dataset_builders")) for m in modules), (name, modules)

@@ -10,6 +10,7 @@ import weakref
 import cv2
 import numpy as np
 import pytest
+from face_scenes import two_faces_clip
 from facial_behavior_fixture import build_facial_behavior_pipeline, facial_behavior_task_registered
 from PIL import Image
 
@@ -444,3 +445,64 @@ def test_analyze_video_with_the_facial_behavior_pipeline(short_video, au_model, 
     assert list(table.columns) == ["frame", "timestamp", "face", "xmin", "ymin", "xmax", "ymax", *labels,
                                    *[f"{label}_present" for label in labels]]
     assert table.loc[3, labels].tolist() == pytest.approx([p["score"] for p in alone], abs=1e-5)
+
+
+@pytest.fixture(scope="module")
+def two_faces_video(tmp_path_factory):
+    """60 frames (MJPG) of two astronaut heads crossing the frame in opposite directions, and their placements."""
+    frames, placements = two_faces_clip(60)
+    path = tmp_path_factory.mktemp("video") / "two-faces.avi"
+    write_video(path, [cv2.cvtColor(frame, cv2.COLOR_RGB2BGR) for frame in frames])
+    return path, placements
+
+
+@requires_pipeline
+@pytest.mark.parametrize("detect_every", [1, 5])
+def test_tracked_faces_keep_their_face_id_through_the_clip(two_faces_video, au_model, processor, tmp_path,
+                                                           detect_every):
+    path, placements = two_faces_video
+    pipe = build_facial_behavior_pipeline(au_model, processor, tmp_path / "model")
+    records = list(analyze_video(pipe, path, batch_size=8, detect_every=detect_every))
+    assert len(records) == len(placements)
+    person_of_id = {}
+    for record, placed in zip(records, placements):
+        assert len(record["faces"]) == 2, record["frame"]
+        for face in record["faces"]:
+            landmarks = np.array(face["landmarks"])
+            person = int(np.argmin([np.linalg.norm(p.centre - landmarks.mean(axis=0)) for p in placed]))
+            assert np.abs(landmarks - placed[person].landmarks).max() < 5
+            # the first id seen for a person stays hers: no switch, no new id for a known face
+            assert person_of_id.setdefault(face["face_id"], person) == person, record["frame"]
+    assert sorted(person_of_id) == [0, 1]
+    # the faces really moved across the frame (each id covers a long way), so stable ids are not a given
+    first, last = records[0]["faces"], records[-1]["faces"]
+    assert all(abs(a["box"]["xmin"] - b["box"]["xmin"]) > 300 for a, b in zip(first, last))
+
+    table = video_results_to_dataframe(records)
+    assert list(table.columns[:4]) == ["frame", "timestamp", "face", "face_id"]
+    assert table.groupby("face_id")["frame"].count().tolist() == [len(records), len(records)]
+    # the tracked crops are scored as the pipeline scores the same faces given to it
+    given = pipe({"image": Image.fromarray(two_faces_clip(60)[0][7]), "faces": records[7]["faces"]})
+    assert [face["face_id"] for face in given] == [face["face_id"] for face in records[7]["faces"]]
+
+
+def test_face_tracker_detects_every_k_frames_and_redetects_on_loss():
+    from clef_hf.face_tracking import FaceTracker, box_iou, match_by_iou
+    from clef_hf.faces import FaceFinder
+
+    assert box_iou((0, 0, 10, 10), (5, 0, 15, 10)) == pytest.approx(50 / 150)
+    assert box_iou((0, 0, 10, 10), (20, 20, 30, 30)) == 0.0
+    assert match_by_iou([(0, 0, 10, 10), (50, 50, 60, 60)], [(51, 50, 61, 60), (100, 0, 110, 10)], 0.3) == {0: 1}
+
+    frames = two_faces_clip(60)[0][:20]  # about 7.5 px a frame
+    tracker = FaceTracker(FaceFinder("hog"), detect_every=5)
+    found = [tracker(frame) for frame in frames]
+    assert tracker.detections_run == 4  # frames 0, 5, 10, 15
+    assert [[face.detected for face in faces] for faces in found[:6]] == [[True] * 2] + [[False] * 2] * 4 + [[True] * 2]
+    # a frame without the faces between detections: the tracks are lost, and the next frame is a detection frame
+    tracker = FaceTracker(FaceFinder("hog"), detect_every=5)
+    assert len(tracker(frames[0])) == 2
+    assert tracker(np.full_like(frames[0], 128)) == []
+    assert len(tracker(frames[1])) == 2 and tracker.detections_run == 2
+    with pytest.raises(ValueError, match="detect_every"):
+        FaceTracker(FaceFinder("hog"), detect_every=0)
