@@ -4,7 +4,8 @@ Four pre-training variants, each fine-tuned with Table 6's three fine-tuning com
 over several seeds, plus CL-ILE (Lian et al., BMVC 2023) as a second AU method:
 
 - pre-training: `none` (fine-tuning starts from the seed's stage-0 model, or with `stage0_epochs=0` from the random
-  initialisation of `configs/demo_model.json`, drawn from the run's seed), `self_supervised` (SimCLR-style: an image's two views are its only positives), `image_activity`
+  initialisation of `configs/demo_model.json`, drawn from the run's seed), `self_supervised` (SimCLR-style: an
+  image's two views are its only positives), `image_activity`
   (CLEF's activity pre-training, Eq. 2, Table 6's PA) and `emoco` (EmoCo, Sun et al., FG 2021);
 - fine-tuning components: `I` (image encoder and a linear head), `IN` (+ label names), `IND` (+ descriptions: CLEF),
   and the poster's `ID` (descriptions without names);
@@ -208,6 +209,11 @@ class StudyRun:
         return CL_ILE if self.objective == "cl_ile" else self.components
 
     @property
+    def saves_model(self) -> bool:
+        """Whether the run is stage 0 or a pre-training run, whose product is a model (not a fine-tuning record)."""
+        return self.kind in ("stage0", "pretrain")
+
+    @property
     def model_dir(self) -> str:
         """Where a stage-0 or pre-training run saves its model."""
         return os.path.join(self.output_dir, "model")
@@ -360,7 +366,7 @@ def finetune_record(run: StudyRun, result: dict, seconds: float | None) -> dict:
 
 def is_finished(run: StudyRun) -> bool:
     """Whether a run has finished: a fine-tuning run wrote `all_results.json`, a pre-training run saved its model."""
-    if run.kind in ("stage0", "pretrain"):
+    if run.saves_model:
         return os.path.isfile(os.path.join(run.model_dir, "config.json"))
     return os.path.isfile(os.path.join(run.output_dir, "all_results.json"))
 
@@ -379,7 +385,7 @@ def cached_record(run: StudyRun) -> dict:
         seconds = saved.get("seconds")
     else:
         seconds = None
-    if run.kind in ("stage0", "pretrain"):
+    if run.saves_model:
         return pretrain_record(run, saved or {}, seconds)
     return finetune_record(run, _read_json(os.path.join(run.output_dir, "all_results.json")), seconds)
 
@@ -405,7 +411,7 @@ def execute_run(run: StudyRun, options: StudyOptions) -> dict:
         logger.info("%s: finished before, read back", run.output_dir)
         return {**cached_record(run), "cached": True}
     started = time.perf_counter()
-    if run.kind in ("stage0", "pretrain"):
+    if run.saves_model:
         record = pretrain_record(run, pretrain(pretraining_arguments(run, options)), time.perf_counter() - started)
     else:
         record = finetune_record(run, finetune(finetuning_arguments(run, options)), time.perf_counter() - started)

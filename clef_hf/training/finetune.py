@@ -89,22 +89,17 @@ class FineTuningModule(nn.Module):
         description_attention_mask: torch.Tensor | None = None,
     ) -> CLEFOutput:
         """(batch, 3, size, size) images and (batch, num_labels) or (batch,) labels -> [`CLEFOutput`] with the loss."""
-        if self.components == "ID":
-            return self.model(
-                pixel_values=pixel_values,
-                labels=labels,
-                class_weights=class_weights,
-                name_input_ids=description_input_ids,
-                name_attention_mask=description_attention_mask,
-            )
         if self.components != "I":
+            # ID: the descriptions take the names' place as the label side, and there is no Eq. 3.
+            label_ids, label_mask = ((description_input_ids, description_attention_mask) if self.components == "ID"
+                                     else (name_input_ids, name_attention_mask))
             use_descriptions = self.components == "IND"
             return self.model(
                 pixel_values=pixel_values,
                 labels=labels,
                 class_weights=class_weights,
-                name_input_ids=name_input_ids,
-                name_attention_mask=name_attention_mask,
+                name_input_ids=label_ids,
+                name_attention_mask=label_mask,
                 description_input_ids=description_input_ids if use_descriptions else None,
                 description_attention_mask=description_attention_mask if use_descriptions else None,
             )
