@@ -8,7 +8,7 @@ from dataclasses import field
 from huggingface_hub.dataclasses import strict
 from transformers import CLIPTextConfig, CLIPVisionConfig, PretrainedConfig
 
-from .vocabulary import ACTIVITY_TEMPLATES, DESCRIPTION_TEMPLATES, NAME_TEMPLATE
+from .vocabulary import ACTIVITY_TEMPLATES, DESCRIPTION_TEMPLATES, INTENSITY_LEVELS, INTENSITY_PHRASES, NAME_TEMPLATE
 
 TASKS = ("au", "expression")
 #: What `CLEFConfig.label_text` may name: the texts embedded as the labels.
@@ -67,6 +67,18 @@ class CLEFConfig(PretrainedConfig):
             An AU is predicted present when `sigmoid(logit)` exceeds this probability.
         class_weights (`list[float]`, *optional*):
             The per-label weights `w_c` of Eq. 4-5. `None` means all ones. Training computes them from its split.
+        au_intensity (`bool`, *optional*, defaults to `False`):
+            An AU model that also scores intensity: each AU name is put into each of `intensity_phrases` ("slight
+            lip corner puller"), and the softmax over these phrases' similarities gives the expected level
+            (`losses.au_intensity_loss`). The model then keeps the phrases' embeddings in its
+            `intensity_embeddings` buffer. Needs `task="au"` and `label_text="names"`.
+        intensity_levels (`list[float]`, *optional*, defaults to `[0, 1, 2, 3, 4, 5]`):
+            The intensity value of each level, increasing (0 absent, 1-5 FACS A-E or DISFA's scale).
+        intensity_phrases (`list[str]`, *optional*):
+            One phrase per level with a `{}` slot for the AU name ("no {}", "a trace of {}", "slight {}", ...),
+            filled into `name_template`.
+        intensity_loss_weight (`float`, *optional*, defaults to 1.0):
+            The weight of the intensity loss (Eq. I) added to the fine-tuning loss of an `au_intensity` model.
 
     Example:
 
@@ -97,6 +109,10 @@ class CLEFConfig(PretrainedConfig):
     image_name_loss_weight: float = 2.0
     au_threshold: float = 0.5
     class_weights: list[float] | None = None
+    au_intensity: bool = False
+    intensity_levels: list[float] = field(default_factory=lambda: list(INTENSITY_LEVELS))
+    intensity_phrases: list[str] = field(default_factory=lambda: list(INTENSITY_PHRASES))
+    intensity_loss_weight: float = 1.0
     initializer_factor: float = 1.0
 
     def __post_init__(self, **kwargs):
@@ -167,6 +183,27 @@ class CLEFConfig(PretrainedConfig):
             raise ValueError(f"CLEFConfig.au_threshold is a probability in (0, 1), got {self.au_threshold}.")
         if self.image_name_loss_weight < 0:
             raise ValueError(f"CLEFConfig.image_name_loss_weight (λ) must be >= 0, got {self.image_name_loss_weight}.")
+        self._check_intensity()
+
+    def _check_intensity(self) -> None:
+        levels, phrases = self.intensity_levels, self.intensity_phrases
+        if len(levels) != len(phrases) or len(levels) < 2:
+            raise ValueError(
+                f"CLEFConfig.intensity_levels ({len(levels)}) and intensity_phrases ({len(phrases)}) must be aligned "
+                "one to one, with at least 2 levels."
+            )
+        if any(not math.isfinite(v) for v in levels) or any(b <= a for a, b in zip(levels, levels[1:])):
+            raise ValueError(f"CLEFConfig.intensity_levels must be finite and increasing, got {levels}.")
+        bad = [phrase for phrase in phrases if phrase.count("{}") != 1]
+        if bad:
+            raise ValueError(f"Each of CLEFConfig.intensity_phrases needs exactly one '{{}}' slot; these do not: {bad}.")
+        if not (math.isfinite(self.intensity_loss_weight) and self.intensity_loss_weight >= 0):
+            raise ValueError(f"CLEFConfig.intensity_loss_weight must be >= 0, got {self.intensity_loss_weight}.")
+        if self.au_intensity and self.task != "au":
+            raise ValueError(f"CLEFConfig(au_intensity=True) scores AU intensity and needs task='au', got {self.task!r}.")
+        if self.au_intensity and self.label_text != "names":
+            raise ValueError("CLEFConfig(au_intensity=True) puts the label names into intensity phrases and needs "
+                             f"label_text='names', got {self.label_text!r}.")
 
     def _drop_custom_pipelines_registered_here(self) -> None:
         """Forget the `custom_pipelines` entries (pipeline code shipped in a checkpoint for remote-code users, see

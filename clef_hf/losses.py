@@ -254,6 +254,92 @@ def au_loss(
     return -(per_entry * known).sum() / image_features.shape[0]
 
 
+def intensity_targets(intensities: torch.Tensor, levels: torch.Tensor) -> torch.Tensor:
+    """The target distribution q over the L intensity levels of each labelled intensity y, for Eq. I.
+
+    An intensity on a level is that level (one-hot). One between two adjacent levels `v_l <= y <= v_{l+1}` splits its
+    mass between them linearly, `q_{l+1} = (y - v_l) / (v_{l+1} - v_l)` and `q_l = 1 - q_{l+1}`, so that the expected
+    level `Σ_l q_l v_l` is y itself (synthfaces' intensities are continuous). Values outside `[v_0, v_{L-1}]` are
+    clamped to it.
+
+    Args:
+        intensities: (...) intensities; unknown entries (< 0) may hold any value, the caller masks them.
+        levels: (L,) increasing level values v_l.
+
+    Returns:
+        (..., L) distributions (rows sum to 1).
+    """
+    y = intensities.clamp(min=float(levels[0]), max=float(levels[-1]))
+    upper = torch.searchsorted(levels, y.contiguous(), right=False).clamp(min=1, max=len(levels) - 1)
+    lower = upper - 1
+    low_value, high_value = levels[lower], levels[upper]
+    weight_upper = (y - low_value) / (high_value - low_value)
+    targets = torch.zeros(*y.shape, len(levels), dtype=y.dtype, device=y.device)
+    targets.scatter_(-1, lower[..., None], (1 - weight_upper)[..., None])
+    targets.scatter_add_(-1, upper[..., None], weight_upper[..., None])
+    return targets
+
+
+def au_intensity_loss(
+    image_features: torch.Tensor,
+    level_features: torch.Tensor,
+    intensities: torch.Tensor,
+    levels: torch.Tensor,
+    temperature: float | torch.Tensor,
+) -> torch.Tensor:
+    """Eq. I (not in the paper; the poster's intensity extension): a softmax over the intensity phrases of each AU.
+
+    Each AU c has L phrases, one per level ("no", "a trace of", "slight", ... lip corner puller), with text features
+    z^P_cl. With `s_icl = z^I_i · z^P_cl / τ` on normalised features and `p_icl = softmax_l(s_icl)`, the loss is the
+    cross-entropy to the labelled level, summed over the known AUs and divided by the batch size as Eq. 5:
+
+        L^int_IP = -1/B Σ_i Σ_c [y_ic known] Σ_l q_icl log p_icl,
+
+    with q_ic the target of `intensity_targets` (one-hot on a level; split between the two adjacent levels for a
+    fractional intensity). The predicted intensity is the expected level `ŷ_ic = Σ_l p_icl v_l` (a float in
+    `[v_0, v_{L-1}]`). Unknown intensities (< 0, the schema's -1) contribute nothing.
+
+    Args:
+        image_features: (B, d) image features z^I.
+        level_features: (C, L, d) text features z^P of the C AUs' L intensity phrases.
+        intensities: (B, C) labelled intensities (0-5), or < 0 where unknown.
+        levels: (L,) increasing level values v_l.
+        temperature: the learnable τ.
+
+    Returns:
+        Scalar loss.
+    """
+    batch, num_aus = image_features.shape[0], level_features.shape[0]
+    if level_features.dim() != 3 or intensities.shape != (batch, num_aus) or levels.shape != level_features.shape[1:2]:
+        raise ValueError(
+            f"au_intensity_loss needs image features (B, d), level features (C, L, d), intensities (B, C) and levels "
+            f"(L,); got {tuple(image_features.shape)}, {tuple(level_features.shape)}, {tuple(intensities.shape)} and "
+            f"{tuple(levels.shape)}."
+        )
+    if torch.isnan(intensities).any():
+        raise ValueError("au_intensity_loss got NaN intensities; mark unknown intensities with -1.")
+    logits = intensity_logits(image_features, level_features, temperature)  # (B, C, L)
+    levels = levels.to(logits.dtype)
+    known = intensities >= 0
+    targets = intensity_targets(intensities.to(logits.dtype), levels)  # (B, C, L)
+    per_entry = -(targets * logits.log_softmax(dim=-1)).sum(dim=-1)  # (B, C)
+    return (per_entry * known).sum() / batch
+
+
+def intensity_logits(
+    image_features: torch.Tensor, level_features: torch.Tensor, temperature: float | torch.Tensor
+) -> torch.Tensor:
+    """`s_icl = norm(z^I_i) · norm(z^P_cl) / τ`: (B, d) image and (C, L, d) phrase features -> (B, C, L) logits."""
+    image = F.normalize(image_features, dim=-1)
+    phrases = F.normalize(level_features, dim=-1)
+    return torch.einsum("bd,cld->bcl", image, phrases) / temperature
+
+
+def expected_intensity(logits: torch.Tensor, levels: torch.Tensor) -> torch.Tensor:
+    """The predicted intensity of Eq. I, `Σ_l softmax_l(s_icl) v_l`: (B, C, L) logits and (L,) levels -> (B, C)."""
+    return logits.softmax(dim=-1) @ levels.to(logits.dtype)
+
+
 def fine_tuning_loss(
     image_name_loss: torch.Tensor,
     name_description_loss: torch.Tensor,
@@ -273,11 +359,15 @@ def fine_tuning_loss(
 
 
 __all__ = [
+    "au_intensity_loss",
     "au_loss",
     "cosine_logits",
+    "expected_intensity",
     "expression_loss",
     "fine_tuning_loss",
     "image_text_contrastive_loss",
+    "intensity_logits",
+    "intensity_targets",
     "name_description_loss",
     "pretraining_loss",
     "supervised_contrastive_loss",

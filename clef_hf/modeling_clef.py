@@ -16,9 +16,17 @@ from transformers.utils import ModelOutput
 
 from .configuration_clef import CLEFConfig
 from .hub_access import explain_hub_failure
-from .losses import au_loss, expression_loss, fine_tuning_loss, name_description_loss
+from .losses import (
+    au_intensity_loss,
+    au_loss,
+    expected_intensity,
+    expression_loss,
+    fine_tuning_loss,
+    intensity_logits,
+    name_description_loss,
+)
 from .processing_clef import check_tokenizer_fits
-from .vocabulary import fill_template
+from .vocabulary import fill_template, intensity_prompts
 
 
 @dataclass
@@ -45,6 +53,10 @@ class CLEFOutput(ModelOutput):
             L_DN (Eq. 3).
         vision_model_output (`BaseModelOutputWithPooling`):
             The output of the [`CLIPVisionModel`].
+        intensity (`torch.FloatTensor` of shape `(batch_size, num_labels)`, *optional*):
+            An `au_intensity` model's predicted intensity of each AU, the expected level of Eq. I (0-5).
+        intensity_loss (`torch.FloatTensor` of shape `()`, *optional*):
+            L^int_IP (Eq. I), with `intensity_labels`; `loss` then includes it times `config.intensity_loss_weight`.
     """
 
     loss: torch.FloatTensor | None = None
@@ -55,6 +67,8 @@ class CLEFOutput(ModelOutput):
     image_name_loss: torch.FloatTensor | None = None
     name_description_loss: torch.FloatTensor | None = None
     vision_model_output: BaseModelOutputWithPooling | None = None
+    intensity: torch.FloatTensor | None = None
+    intensity_loss: torch.FloatTensor | None = None
 
     def to_tuple(self) -> tuple[Any]:
         return tuple(v.to_tuple() if isinstance(v, ModelOutput) else v for v in self.values())
@@ -110,6 +124,8 @@ class CLEFModel(CLEFPreTrainedModel):
         self.register_buffer(
             "label_embeddings", torch.zeros(len(config.label_names), self.projection_dim), persistent=True
         )
+        if config.au_intensity:  # only intensity models carry it, so that older checkpoints load as they are
+            self.register_buffer("intensity_embeddings", self._zero_intensity_embeddings(), persistent=True)
         self.post_init()
 
     # ------------------------------------------------------------------ features
@@ -209,7 +225,67 @@ class CLEFModel(CLEFPreTrainedModel):
             prompts = fill_template(self.config.name_template, self.config.label_names)
         embeddings = self.encode_texts(tokenizer, prompts)
         self.label_embeddings = embeddings.to(self.label_embeddings.dtype)
+        if self.config.au_intensity:
+            self.update_intensity_embeddings(tokenizer)
         return self.label_embeddings
+
+    # ------------------------------------------------------------------ intensity
+
+    def _zero_intensity_embeddings(self) -> torch.Tensor:
+        shape = (len(self.config.label_names), len(self.config.intensity_levels), self.projection_dim)
+        dtype = self.label_embeddings.dtype if hasattr(self, "label_embeddings") else torch.float32
+        device = self.label_embeddings.device if hasattr(self, "label_embeddings") else None
+        return torch.zeros(shape, dtype=dtype, device=device)
+
+    def intensity_prompts(self) -> list[str]:
+        """The C * L prompts of the AUs' intensity phrases, AU-major (`vocabulary.intensity_prompts`)."""
+        return intensity_prompts(self.config.label_names, self.config.name_template, self.config.intensity_phrases)
+
+    def update_intensity_embeddings(self, tokenizer) -> torch.FloatTensor:
+        """Recompute the `intensity_embeddings` buffer, (num_labels, num_levels, projection_dim), from the label names
+        in the config's intensity phrases (an `au_intensity` model only); [`update_label_embeddings`] calls it."""
+        if not self.config.au_intensity:
+            raise ValueError("config.au_intensity is False: this model does not score AU intensity.")
+        embeddings = self.encode_texts(tokenizer, self.intensity_prompts())
+        self.intensity_embeddings = embeddings.reshape(self._zero_intensity_embeddings().shape).to(
+            self.label_embeddings.dtype)
+        return self.intensity_embeddings
+
+    def _stored_intensity_embeddings(self) -> torch.Tensor:
+        if not self.config.au_intensity:
+            raise ValueError("config.au_intensity is False: this model does not score AU intensity.")
+        embeddings = self.intensity_embeddings
+        expected = self._zero_intensity_embeddings().shape
+        if embeddings.shape != expected:
+            raise ValueError(
+                f"intensity_embeddings has shape {tuple(embeddings.shape)}, but the config's labels and intensity "
+                f"levels need {tuple(expected)}; call model.update_label_embeddings(tokenizer)."
+            )
+        if (embeddings.norm(dim=-1) == 0).any():
+            raise ValueError(
+                "intensity_embeddings have not been computed (some rows are zero); call "
+                "model.update_label_embeddings(tokenizer)."
+            )
+        return embeddings
+
+    def predict_intensity(
+        self, image_embeds: torch.Tensor, intensity_embeds: torch.Tensor | None = None
+    ) -> torch.FloatTensor:
+        """The expected intensity level of each AU (Eq. I): `Σ_l softmax_l(z^I · z^P_cl / τ) v_l`.
+
+        Args:
+            image_embeds: (batch, projection_dim) image embeddings (normalised or not).
+            intensity_embeds: (num_labels, num_levels, projection_dim) phrase embeddings; defaults to the
+                `intensity_embeddings` buffer.
+
+        Returns:
+            (batch, num_labels) intensities in `[intensity_levels[0], intensity_levels[-1]]` (0-5 by default).
+        """
+        if intensity_embeds is None:
+            intensity_embeds = self._stored_intensity_embeddings()
+        levels = torch.tensor(self.config.intensity_levels, device=image_embeds.device)
+        logits = intensity_logits(image_embeds.float(), intensity_embeds.float(), self.temperature.float())
+        return expected_intensity(logits, levels)
 
     def set_labels(
         self,
@@ -218,20 +294,24 @@ class CLEFModel(CLEFPreTrainedModel):
         label_descriptions: list[str] | None = None,
         label_ids: list[str] | None = None,
         class_weights: list[float] | None = None,
+        au_intensity: bool = False,
     ) -> None:
         """Give the model a new label set (e.g. a pre-trained model about to be fine-tuned for AUs).
 
-        The config's task, labels and class weights are replaced (and validated); the `label_embeddings` buffer is
-        resized to `(len(label_names), projection_dim)` and zeroed until [`~CLEFModel.update_label_embeddings`] runs.
+        The config's task, labels, class weights and `au_intensity` are replaced (and validated); the
+        `label_embeddings` buffer is resized to `(len(label_names), projection_dim)` (and, with `au_intensity`, the
+        `intensity_embeddings` buffer to `(len(label_names), num_levels, projection_dim)`) and zeroed until
+        [`~CLEFModel.update_label_embeddings`] runs.
         """
         config = self.config
         previous = {key: getattr(config, key) for key in
-                    ("task", "label_names", "label_descriptions", "label_ids", "class_weights")}
+                    ("task", "label_names", "label_descriptions", "label_ids", "class_weights", "au_intensity")}
         config.task = task
         config.label_names = list(label_names)
         config.label_descriptions = list(label_descriptions or [])
         config.label_ids = list(label_ids or label_names)
         config.class_weights = None if class_weights is None else [float(w) for w in class_weights]
+        config.au_intensity = bool(au_intensity)
         try:
             config._check_values()
         except ValueError:
@@ -243,6 +323,10 @@ class CLEFModel(CLEFPreTrainedModel):
         self.label_embeddings = torch.zeros(
             len(config.label_names), self.projection_dim, dtype=self.label_embeddings.dtype, device=self.device
         )
+        if config.au_intensity:
+            self.register_buffer("intensity_embeddings", self._zero_intensity_embeddings(), persistent=True)
+        elif "intensity_embeddings" in self._buffers:
+            del self._buffers["intensity_embeddings"]
 
     def _stored_label_embeddings(self) -> torch.Tensor:
         embeddings = self.label_embeddings
@@ -271,6 +355,9 @@ class CLEFModel(CLEFPreTrainedModel):
         description_input_ids: torch.LongTensor | None = None,
         description_attention_mask: torch.Tensor | None = None,
         class_weights: torch.Tensor | None = None,
+        intensity_input_ids: torch.LongTensor | None = None,
+        intensity_attention_mask: torch.Tensor | None = None,
+        intensity_labels: torch.Tensor | None = None,
         return_dict: bool | None = None,
         **kwargs,
     ) -> CLEFOutput | tuple:
@@ -286,9 +373,16 @@ class CLEFModel(CLEFPreTrainedModel):
                 descriptions, aligned with the names. When given with `labels` and the name inputs, the loss is the
                 fine-tuning loss of Eq. 6, `(λ L_IN + L_DN) / 2`.
             class_weights: (num_labels,) the weights w_c of Eq. 4-5; defaults to `config.class_weights`, else ones.
+            intensity_input_ids, intensity_attention_mask: (num_labels * num_levels, sequence_length) tokens of the
+                intensity prompts (`model.intensity_prompts()`, AU-major), an `au_intensity` model only. When given,
+                the phrase embeddings are computed through the text encoder (with gradient) instead of read from the
+                `intensity_embeddings` buffer.
+            intensity_labels: (batch, num_labels) intensities 0-5, -1 unknown. With `labels`, the loss adds
+                `config.intensity_loss_weight` times Eq. I.
 
         Returns:
-            [`CLEFOutput`] with `logits` of shape (batch, num_labels).
+            [`CLEFOutput`] with `logits` of shape (batch, num_labels), and for an `au_intensity` model `intensity`
+            of shape (batch, num_labels).
         """
         return_dict = return_dict if return_dict is not None else self.config.return_dict
         vision_outputs = self.vision_model(pixel_values=pixel_values, **kwargs)
@@ -330,6 +424,20 @@ class CLEFModel(CLEFPreTrainedModel):
             if name_description is not None:
                 loss = fine_tuning_loss(image_name_loss, name_description, self.config.image_name_loss_weight)
 
+        intensity = intensity_loss = None
+        if intensity_input_ids is not None or intensity_labels is not None or (
+            self.config.au_intensity and name_input_ids is None
+        ):
+            intensity_embeds = self._intensity_embeds(intensity_input_ids, intensity_attention_mask)
+            levels = torch.tensor(self.config.intensity_levels, device=image_embeds.device)
+            intensity = expected_intensity(intensity_logits(image_embeds, intensity_embeds, temperature), levels)
+            if intensity_labels is not None:
+                intensity_loss = au_intensity_loss(
+                    image_embeds, intensity_embeds, intensity_labels.to(image_embeds), levels, temperature
+                )
+                if loss is not None:
+                    loss = loss + self.config.intensity_loss_weight * intensity_loss
+
         output = CLEFOutput(
             loss=loss,
             logits=logits,
@@ -339,8 +447,27 @@ class CLEFModel(CLEFPreTrainedModel):
             image_name_loss=image_name_loss,
             name_description_loss=name_description,
             vision_model_output=vision_outputs,
+            intensity=intensity,
+            intensity_loss=intensity_loss,
         )
         return output if return_dict else output.to_tuple()
+
+    def _intensity_embeds(self, input_ids: torch.Tensor | None, attention_mask: torch.Tensor | None) -> torch.Tensor:
+        """(num_labels, num_levels, projection_dim) normalised phrase embeddings: through the text encoder from
+        `input_ids`, else the `intensity_embeddings` buffer."""
+        if not self.config.au_intensity:
+            raise ValueError("Intensity inputs were passed but config.au_intensity is False: this model does not score "
+                             "AU intensity (fine-tune it with --au_intensity).")
+        shape = self._zero_intensity_embeddings().shape
+        if input_ids is None:
+            return self._stored_intensity_embeddings()
+        if input_ids.shape[0] != shape[0] * shape[1]:
+            raise ValueError(
+                f"intensity_input_ids has {input_ids.shape[0]} rows for {shape[0]} labels x {shape[1]} intensity "
+                f"levels = {shape[0] * shape[1]} prompts."
+            )
+        features = self.get_text_features(input_ids=input_ids, attention_mask=attention_mask)
+        return nn.functional.normalize(features, dim=-1).reshape(shape)
 
     def _task_loss(self, image_embeds, label_embeds, labels, temperature, class_weights) -> torch.Tensor:
         if self.config.task == "au":
@@ -462,7 +589,8 @@ class CLEFModel(CLEFPreTrainedModel):
         if not keep_logit_scale:
             state.pop("logit_scale")
         missing, unexpected = model.load_state_dict(state, strict=False)
-        expected_missing = {"label_embeddings"} | ({"logit_scale"} if not keep_logit_scale else set())
+        expected_missing = {"label_embeddings"} | ({"logit_scale"} if not keep_logit_scale else set()) | (
+            {"intensity_embeddings"} if config.au_intensity else set())
         if set(missing) != expected_missing or unexpected:
             raise ValueError(
                 f"The CLIP model's weights do not map onto CLEF: missing {sorted(set(missing) - expected_missing)}, "

@@ -145,6 +145,8 @@ class FacialBehaviorPipeline(ChunkPipeline):
 
     - AU models (`config.task == "au"`): one prediction per AU, in label order: `{"label": "AU12", "name": "lip corner
       puller", "score": sigmoid(logit), "present": score > config.au_threshold}`.
+      A model trained with intensity (`config.au_intensity`) adds `"intensity"`, a float from 0 to 5: the expected
+      level of the softmax over the AU's intensity phrases ("no", "slight", ... lip corner puller).
     - Expression models: `{"label", "score"}` with `score = softmax(logits)`, sorted by score, the `top_k` best
       (default all).
     - Zero-shot, `candidate_labels=[...]`: each text is filled into `hypothesis_template` (default
@@ -425,6 +427,9 @@ class FacialBehaviorPipeline(ChunkPipeline):
         has_face = model_inputs["has_face"].bool()  # (batch,)
         label_embeds = self.label_embeddings(candidate_labels, hypothesis_template)
         logits = torch.zeros(has_face.shape[0], label_embeds.shape[0], device=has_face.device)
+        # Old remote-code configs have no au_intensity attribute; zero-shot candidates have no intensity phrases.
+        with_intensity = candidate_labels is None and getattr(self.model.config, "au_intensity", False)
+        intensity = torch.zeros_like(logits) if with_intensity else None
         if has_face.any():
             pixel_values = model_inputs["pixel_values"][has_face]
             if autocast_bf16:
@@ -437,8 +442,13 @@ class FacialBehaviorPipeline(ChunkPipeline):
             image_embeds = nn.functional.normalize(image_features.float(), dim=-1)
             # As CLEFModel.forward: cosine similarity over the learned temperature.
             logits[has_face] = image_embeds @ label_embeds.float().T / self.model.temperature.float()
-        return {"logits": logits, "has_face": has_face, "face": model_inputs["face"],
-                "is_last": model_inputs["is_last"]}
+            if with_intensity:
+                intensity[has_face] = self.model.predict_intensity(image_embeds)
+        outputs = {"logits": logits, "has_face": has_face, "face": model_inputs["face"],
+                   "is_last": model_inputs["is_last"]}
+        if with_intensity:
+            outputs["intensity"] = intensity
+        return outputs
 
     # ------------------------------------------------------------------ postprocess: the faces of one image
 
@@ -466,6 +476,8 @@ class FacialBehaviorPipeline(ChunkPipeline):
             if not bool(output["has_face"].reshape(-1)[0]):
                 continue
             logits = output["logits"].reshape(-1).float()
+            intensity = output.get("intensity")
+            intensity = None if intensity is None else intensity.reshape(-1).float().tolist()
             if multi_label:
                 scores = torch.sigmoid(logits).tolist()
                 predictions = []
@@ -474,6 +486,8 @@ class FacialBehaviorPipeline(ChunkPipeline):
                     if label_names is not None:
                         prediction["name"] = label_names[index]
                     prediction.update(score=score, present=score > config.au_threshold)
+                    if intensity is not None:
+                        prediction["intensity"] = intensity[index]
                     predictions.append(prediction)
             else:
                 scores = torch.softmax(logits, dim=-1)

@@ -1,4 +1,5 @@
-"""Label vocabularies of facial behaviour: FACS action units, expressions, recorded activities, and prompt templates.
+"""Label vocabularies of facial behaviour: FACS action units, expressions, recorded activities, AU intensity phrases
+and prompt templates.
 
 CLEF predicts by comparing an image with text embeddings, so the words here are part of the model. The label names
 follow FACS (Ekman & Friesen); the descriptions are written for this package, in plain words, after the psychology
@@ -173,6 +174,21 @@ ACTIVITY_TEMPLATES: tuple[str, ...] = (
 )
 
 
+#: AU intensity levels (0 absent, then FACS A-E as 1-5, DISFA's 0-5 scale) and the phrase that puts each around an AU
+#: name (the CLEF poster's extension: "intensity details can be integrated into label names"). The phrase fills the
+#: name's slot of `NAME_TEMPLATE`: "a photo of a person with slight lip corner puller." FACS calls its levels trace,
+#: slight, marked or pronounced, severe or extreme, and maximum.
+INTENSITY_LEVELS: tuple[float, ...] = (0.0, 1.0, 2.0, 3.0, 4.0, 5.0)
+INTENSITY_PHRASES: tuple[str, ...] = (
+    "no {}",
+    "a trace of {}",
+    "slight {}",
+    "pronounced {}",
+    "extreme {}",
+    "maximum {}",
+)
+
+
 def _label_fields(entries: Sequence[ActionUnit | Expression]) -> dict[str, list[str]]:
     return {
         "label_ids": [entry.label_id for entry in entries],
@@ -204,6 +220,21 @@ def fill_template(template: str, texts: Sequence[str]) -> list[str]:
     if template.count("{}") != 1:
         raise ValueError(f"A prompt template needs exactly one '{{}}' slot, got {template!r}.")
     return [template.format(text) for text in texts]
+
+
+def intensity_prompts(
+    label_names: Sequence[str],
+    name_template: str = NAME_TEMPLATE,
+    intensity_phrases: Sequence[str] = INTENSITY_PHRASES,
+) -> list[str]:
+    """The prompt of every (AU, intensity level): each name in each phrase, in `name_template`, AU-major.
+
+    `intensity_prompts(["dimpler"], intensity_phrases=["no {}", "slight {}"])` is
+    `["a photo of a person with no dimpler.", "a photo of a person with slight dimpler."]`; with C names and L phrases
+    the prompt of AU c at level l is at index `c * L + l`.
+    """
+    phrases = [fill_template(phrase, [name])[0] for name in label_names for phrase in intensity_phrases]
+    return fill_template(name_template, phrases)
 
 
 def all_vocabulary_texts() -> list[str]:

@@ -1,5 +1,6 @@
 """BP4D (Zhang et al., 2014) and BP4D+ (Zhang et al., 2016): spontaneous facial behaviour recorded per subject and
-elicitation task, with frame-level occurrence codes for the 12 evaluated AUs.
+elicitation task, with frame-level occurrence codes for the 12 evaluated AUs and, with `au_intensity=True`, the
+intensity codes the releases ship for AUs 6, 10, 12, 14 and 17 (FERA 2015's intensity AUs).
 
 Configs:
   - `pretrain`: every frame, with its task (activity) and AU labels where coded; frames no coder saw keep all AUs at
@@ -17,7 +18,13 @@ of a coded task with no CSV, fold configs), `uncoded_task` (a task no CSV codes,
 `subject_not_in_standard_parts` (a folder or CSV of an unknown subject: not used), `standard_subject_missing` (a
 subject of the config's split with no folder), `unexpected_task`, `unexpected_file`, `duplicate_frame`. Bad data
 (`on_bad_data`): `unreadable_image`, `unparseable_label_row`, `unparseable_label_file` (a header without the 12 AU
-columns), `duplicate_label_row`.
+columns), `duplicate_label_row`, `unparseable_intensity_row` (with `au_intensity`).
+
+Intensity (`au_intensity=True`): one CSV per AU, subject and task under the intensity folder, `AU06/F001_T1_AU06.csv`,
+each row `frame,intensity` with 0 (absent), 1-5 (FACS A-E) or 9 (not coded). The `au_intensity` column holds the
+intensities of the 12 AUs in `BP4D_AU_IDS` order: -1 for an AU without intensity codes, a frame without a row, or a 9.
+The folder names follow the releases as OpenFace's and FERA 2015's scripts read them (BP4D: `AU Intensity
+Codes3.0/`; BP4D+: `AUCoding/AU_INT/`); a copy laid out otherwise must be moved into one of `INTENSITY_DIRS`.
 """
 
 import csv
@@ -35,7 +42,15 @@ from clef_hf.vocabulary import BP4D_ACTIVITIES, BP4D_AU_NUMBERS, BP4D_PLUS_ACTIV
 from .data_report import DataReport, MissingDataError, bad_data, require_paths
 from .facial_behavior_builder import VERSION, FacialBehaviorBuilder, FacialBehaviorConfig
 from .folds import BP4D_PARTS, k_fold_split, three_fold_split
-from .schema import AU_ABSENT, AU_PRESENT, AU_UNKNOWN, BP4D_AU_IDS, describe, facial_behavior_features
+from .schema import (
+    AU_ABSENT,
+    AU_PRESENT,
+    AU_UNKNOWN,
+    BP4D_AU_IDS,
+    INTENSITY_UNKNOWN,
+    describe,
+    facial_behavior_features,
+)
 
 HOMEPAGE = "https://www.cs.binghamton.edu/~lijun/Research/3DFE/3DFE_Analysis.html"
 
@@ -50,6 +65,11 @@ BP4D_PLUS_SUBJECTS: tuple[str, ...] = (
 BP4D_PLUS_NUM_FOLDS = 4
 #: A CSV header cell naming an AU: `12`, `AU12`, `au 12`.
 _AU_HEADER = re.compile(r"^\s*(?:au)?\s*(\d+)\s*$", re.IGNORECASE)
+#: An intensity folder (`AU06`, `AU6`) and an intensity file (`F001_T1_AU06.csv`, `F001_T1.csv`).
+_INTENSITY_AU_DIR = re.compile(r"^au\s*0*(\d+)$", re.IGNORECASE)
+_INTENSITY_FILE = re.compile(r"^([FM]\d{3})_(T\d+)(?:_.*)?$")
+#: Intensity codes: 0-5 as they are, 9 not coded (unknown).
+MAX_INTENSITY, INTENSITY_NOT_CODED = 5, 9
 
 BP4D_LAYOUT = """\
 data_dir/                                  the root of your BP4D release
@@ -59,7 +79,10 @@ data_dir/                                  the root of your BP4D release
   AUCoding/AUCoding/{subject}_{task}.csv   AU occurrence codes, one CSV per subject and task, e.g. F001_T1.csv
                                            (AUCoding/{subject}_{task}.csv is accepted too). Header row: the frame
                                            column, then one column per AU number (1, 2, 4, ...); each row: the frame
-                                           number, then 0 (absent), 1 (present) or 9 (not coded) per AU."""
+                                           number, then 0 (absent), 1 (present) or 9 (not coded) per AU.
+  AU Intensity Codes3.0/AU{nn}/{subject}_{task}_AU{nn}.csv   with au_intensity=True: intensity codes of AUs 6, 10,
+                                           12, 14, 17, e.g. AU06/F001_T1_AU06.csv; each row `frame,intensity`,
+                                           0-5 or 9 (not coded). AUCoding/AU_INT/ and AU_INT/ are accepted too."""
 
 BP4D_PLUS_LAYOUT = """\
 data_dir/                                  the root of your BP4D+ release
@@ -67,23 +90,34 @@ data_dir/                                  the root of your BP4D+ release
                                            number, zero padding allowed); subjects F001-F082, M001-M058; tasks T1-T10
   AUCoding/AU_OCC/{subject}_{task}.csv     AU occurrence codes for the 4 coded tasks, e.g. F001_T1.csv. Header row:
                                            the frame column, then one column per AU number; each row: the frame
-                                           number, then 0 (absent), 1 (present) or 9 (not coded) per AU."""
+                                           number, then 0 (absent), 1 (present) or 9 (not coded) per AU.
+  AUCoding/AU_INT/AU{nn}/{subject}_{task}_AU{nn}.csv   with au_intensity=True: intensity codes, e.g.
+                                           AU06/F001_T1_AU06.csv; each row `frame,intensity`, 0-5 or 9 (not coded)."""
 
 
 class Shard(NamedTuple):
     """One (subject, task): its frames folder, its label CSV (`None` if it has none), and, when the pretrain config
-    samples, the names of the chosen frame files (`None`: every frame in the folder)."""
+    samples, the names of the chosen frame files (`None`: every frame in the folder), and with `au_intensity` the
+    intensity CSV of each AU that has one, as `(au_number, path)` pairs."""
 
     subject: str
     task: str
     frame_dir: str
     label_csv: str | None
     frames: tuple[str, ...] | None = None
+    intensity_csvs: tuple[tuple[int, str], ...] = ()
 
 
 @dataclass
 class BP4DConfig(FacialBehaviorConfig):
-    """BP4D options: those of `FacialBehaviorConfig`. The config name selects the frames: `pretrain` or `foldK`."""
+    """BP4D options: those of `FacialBehaviorConfig`. The config name selects the frames: `pretrain` or `foldK`.
+
+    Attributes:
+        au_intensity: also read the intensity codes (AUs 6, 10, 12, 14, 17) into an `au_intensity` column; the
+            intensity folder must then exist (see the module docstring).
+    """
+
+    au_intensity: bool = False
 
     @property
     def fold(self) -> int | None:
@@ -123,6 +157,8 @@ class _BP4DFamily(FacialBehaviorBuilder):
     FRAMES_DIR: str = ""
     #: Candidate label folders, first match wins; the first is the one the layout documents.
     LABEL_DIRS: tuple[str, ...] = ()
+    #: Candidate intensity folders (`au_intensity=True`), first match wins; the first is the documented one.
+    INTENSITY_DIRS: tuple[str, ...] = ()
     SUBJECTS: tuple[str, ...] = ()
     ACTIVITIES: dict[str, Activity] = {}
     DESCRIPTION: str = ""
@@ -130,7 +166,8 @@ class _BP4DFamily(FacialBehaviorBuilder):
     def _info(self) -> datasets.DatasetInfo:
         return datasets.DatasetInfo(
             description=describe(self.DESCRIPTION, BP4D_AU_IDS),
-            features=facial_behavior_features(activity=True, au=True),
+            features=facial_behavior_features(activity=True, au=True,
+                                              au_intensity=bool(getattr(self.config, "au_intensity", False))),
             homepage=HOMEPAGE,
         )
 
@@ -174,6 +211,7 @@ class _BP4DFamily(FacialBehaviorBuilder):
                 report.add("subject_not_in_standard_parts", path)
             else:
                 label_csvs[subject, task] = path
+        intensity_csvs = self._scan_intensity(root, report) if self.config.au_intensity else {}
         for key, path in label_csvs.items():
             if key not in frame_dirs:
                 report.add("labels_without_frame", path, f"no frames folder {frames_root / key[0] / key[1]}")
@@ -206,9 +244,58 @@ class _BP4DFamily(FacialBehaviorBuilder):
                     if task in coded_tasks:
                         report.add("task_without_labels", frame_dir)
                     continue
-                shards.append(Shard(subject, task, str(frame_dir), str(label_csv) if label_csv else None))
+                shards.append(Shard(subject, task, str(frame_dir), str(label_csv) if label_csv else None,
+                                    intensity_csvs=tuple(sorted(intensity_csvs.get((subject, task), {}).items()))))
             splits[split] = shards
         return splits
+
+    def _scan_intensity(self, root: Path, report: DataReport) -> dict[tuple[str, str], dict[int, str]]:
+        """`{(subject, task): {au_number: csv path}}` of the intensity folder, for the 12 AUs."""
+        folder = next((root / d for d in self.INTENSITY_DIRS if (root / d).is_dir()), None)
+        if folder is None:
+            raise MissingDataError(
+                f"{self.NAME}: au_intensity=True needs the intensity codes in one of {list(self.INTENSITY_DIRS)} under "
+                f"{root}; none is there.\nExpected layout under data_dir:\n{self.LAYOUT}"
+            )
+        found: dict[tuple[str, str], dict[int, str]] = {}
+        for au_dir in sorted(folder.iterdir()):
+            match = _INTENSITY_AU_DIR.match(au_dir.name)
+            if not au_dir.is_dir() or match is None or int(match.group(1)) not in BP4D_AU_NUMBERS:
+                report.add("unexpected_file", au_dir)
+                continue
+            for path in sorted(au_dir.iterdir()):
+                name = _INTENSITY_FILE.match(path.stem)
+                if path.suffix.lower() != ".csv" or name is None or name.group(2) not in self.ACTIVITIES:
+                    report.add("unexpected_file", path)
+                elif name.group(1) in self.SUBJECTS:
+                    found.setdefault((name.group(1), name.group(2)), {})[int(match.group(1))] = str(path)
+                else:
+                    report.add("subject_not_in_standard_parts", path)
+        return found
+
+    def _read_intensities(self, shard: Shard, report: DataReport) -> dict[int, list[float]]:
+        """Frame number -> the 12 AUs' intensities in `BP4D_AU_IDS` order (-1 unknown), for one shard."""
+        by_frame: dict[int, list[float]] = {}
+        for au, path in shard.intensity_csvs:
+            column = BP4D_AU_NUMBERS.index(au)
+            with open(path, newline="", encoding="utf-8", errors="replace") as file:
+                for line_number, row in enumerate(csv.reader(file), start=1):
+                    if not any(cell.strip() for cell in row):
+                        continue
+                    try:
+                        frame, code = int(row[0]), int(float(row[1]))
+                        if not (0 <= code <= MAX_INTENSITY or code == INTENSITY_NOT_CODED):
+                            raise ValueError
+                    except (ValueError, IndexError):
+                        if line_number == 1 and row and not row[0].strip().isdigit():
+                            continue  # a header row
+                        bad_data(report, self.config.on_bad_data, "unparseable_intensity_row", f"{path}:{line_number}",
+                                 f"expected `frame,intensity` with intensity 0-{MAX_INTENSITY} or "
+                                 f"{INTENSITY_NOT_CODED} (not coded), got {row[:4]!r}")
+                        continue
+                    values = by_frame.setdefault(frame, [INTENSITY_UNKNOWN] * len(BP4D_AU_NUMBERS))
+                    values[column] = INTENSITY_UNKNOWN if code == INTENSITY_NOT_CODED else float(code)
+        return by_frame
 
     # ---------------------------------------------------------------- examples
 
@@ -219,6 +306,7 @@ class _BP4DFamily(FacialBehaviorBuilder):
         else:
             frames = {int(Path(name).stem): Path(shard.frame_dir) / name for name in shard.frames}
         activity_description = self.ACTIVITIES[shard.task].description
+        intensities = self._read_intensities(shard, report) if self.config.au_intensity else None
         for number in sorted(frames):
             path = frames[number]
             au = labels.pop(number, None)
@@ -230,13 +318,16 @@ class _BP4DFamily(FacialBehaviorBuilder):
             image = self.load_image(path, report)
             if image is None:
                 continue
-            yield f"{shard.subject}/{shard.task}/{number}", {
+            example = {
                 "image": image,
                 "subject": shard.subject,
                 "activity": shard.task,
                 "activity_description": activity_description,
                 "au": list(au),
             }
+            if intensities is not None:
+                example["au_intensity"] = intensities.get(number, [INTENSITY_UNKNOWN] * len(BP4D_AU_NUMBERS))
+            yield f"{shard.subject}/{shard.task}/{number}", example
         if shard.frames is None:  # a sampled shard leaves most rows out on purpose
             for number in sorted(labels):
                 report.add("labels_without_frame", f"{shard.label_csv}:{number}")
@@ -314,6 +405,7 @@ class BP4D(_BP4DFamily):
     NAME = "bp4d"
     FRAMES_DIR = "BP4D-training"
     LABEL_DIRS = ("AUCoding/AUCoding", "AUCoding")
+    INTENSITY_DIRS = ("AU Intensity Codes3.0", "AUCoding/AU_INT", "AU_INT")
     SUBJECTS = BP4D_SUBJECTS
     ACTIVITIES = BP4D_ACTIVITIES
     DESCRIPTION = ("BP4D-Spontaneous: full camera frames of 41 subjects in 8 emotion-eliciting tasks, with frame-level "
@@ -337,6 +429,7 @@ class BP4DPlus(_BP4DFamily):
     NAME = "bp4d_plus"
     FRAMES_DIR = "2D+3D"
     LABEL_DIRS = ("AUCoding/AU_OCC",)
+    INTENSITY_DIRS = ("AUCoding/AU_INT",)
     SUBJECTS = BP4D_PLUS_SUBJECTS
     ACTIVITIES = BP4D_PLUS_ACTIVITIES
     DESCRIPTION = ("BP4D+ (MMSE): full camera frames of 140 subjects in 10 emotion-eliciting tasks, with frame-level "

@@ -370,3 +370,75 @@ def test_bp4d_plus_rejects_pretrain_size_on_folds(bp4d_plus):
     _, build = bp4d_plus
     with pytest.raises(ValueError, match="pretrain_size applies to the pretrain config only"):
         build("fold1", pretrain_size=10)
+
+
+# ------------------------------------------------------------------------------------------------ intensity
+
+INTENSITY_AUS = (6, 10, 12, 14, 17)
+
+
+def write_intensity(root: Path, intensity_dir: str, frames: dict, seed: int = 1) -> dict:
+    """Intensity CSVs as the releases ship them: one per AU, subject and task, `AU06/F001_T1_AU06.csv`, rows
+    `frame,intensity` without a header, codes 0-5 and 9 (not coded); the last frame of each file has no row.
+    Returns `{(subject, task, number): {au: code}}`."""
+    rng = np.random.default_rng(seed)
+    expected = {}
+    for (subject, task), numbers in sorted(frames.items()):
+        for au in INTENSITY_AUS:
+            codes = {n: int(rng.choice([0, 1, 2, 3, 4, 5, 9])) for n in numbers[:-1]}
+            path = root / intensity_dir / f"AU{au:02d}" / f"{subject}_{task}_AU{au:02d}.csv"
+            path.parent.mkdir(parents=True, exist_ok=True)
+            path.write_text("".join(f"{n},{c}\n" for n, c in codes.items()))
+            for n, c in codes.items():
+                expected.setdefault((subject, task, n), {})[au] = c
+    return expected
+
+
+def expected_intensity(codes: dict[int, int] | None, au_ids: list[str]) -> list[float]:
+    codes = codes or {}
+    return [float(codes[int(a[2:])]) if codes.get(int(a[2:]), 9) != 9 else -1.0 for a in au_ids]
+
+
+@pytest.mark.parametrize("builder, frames_dir, label_dir, intensity_dir, config", [
+    ("bp4d", "BP4D-training", "AUCoding/AUCoding", "AU Intensity Codes3.0", "fold1"),
+    ("bp4d_plus", "2D+3D", "AUCoding/AU_OCC", "AUCoding/AU_INT", "pretrain"),
+])
+def test_au_intensity_reads_the_intensity_codes_of_five_aus(tmp_path, builder, frames_dir, label_dir, intensity_dir,
+                                                             config):
+    subjects = ("F001", "M011", "F007") if builder == "bp4d" else ("F001", "M002")
+    frames = {(s, "T1"): [3, 4, 5, 6] for s in subjects}
+    occurrence = write_release(tmp_path, frames_dir, label_dir, frames)
+    intensity = write_intensity(tmp_path, intensity_dir, frames)
+    splits = build_dataset(builder, config, data_dir=str(tmp_path), cache_dir=str(tmp_path / "cache"),
+                           au_intensity=True)
+    seen = 0
+    for split in splits.values():
+        assert "au_intensity" in split.column_names
+        au_ids = au_ids_of(split)
+        for row in rows(split):
+            key = (row["subject"], row["activity"], row["frame"])
+            assert row["au"] == expected_au(occurrence[key], au_ids)
+            assert row["au_intensity"] == expected_intensity(intensity.get(key), au_ids)
+            seen += 1
+    assert seen == sum(len(n) for n in frames.values())
+    values = {v for split in splits.values() for row in split["au_intensity"] for v in row}
+    assert -1.0 in values and {0.0, 5.0} <= values  # AUs without codes, 9s and rowless frames are unknown
+    # Without the option the column is absent, as before.
+    plain = build_dataset(builder, config, data_dir=str(tmp_path), cache_dir=str(tmp_path / "cache-plain"))
+    assert all("au_intensity" not in split.column_names for split in plain.values())
+
+
+def test_au_intensity_without_the_intensity_folder_is_named(tmp_path):
+    write_release(tmp_path, "BP4D-training", "AUCoding/AUCoding", {("F001", "T1"): [1, 2]})
+    with pytest.raises(MissingDataError, match="au_intensity=True needs the intensity codes.*AU Intensity Codes3.0"):
+        build_dataset("bp4d", "pretrain", data_dir=str(tmp_path), cache_dir=str(tmp_path / "cache"), au_intensity=True)
+
+
+def test_garbage_intensity_rows_raise_naming_the_line(tmp_path):
+    frames = {("F001", "T1"): [1, 2]}
+    write_release(tmp_path, "BP4D-training", "AUCoding/AUCoding", frames)
+    write_intensity(tmp_path, "AU Intensity Codes3.0", frames)
+    path = tmp_path / "AU Intensity Codes3.0" / "AU12" / "F001_T1_AU12.csv"
+    path.write_text("1,2\n2,7\n")
+    with pytest.raises(BadDataError, match=r"F001_T1_AU12.csv:2.*intensity 0-5 or 9"):
+        build_dataset("bp4d", "pretrain", data_dir=str(tmp_path), cache_dir=str(tmp_path / "cache"), au_intensity=True)

@@ -1,5 +1,6 @@
 """CLEFConfig: the paper's defaults, round trips, and clear errors for bad settings."""
 
+import json
 import math
 
 import pytest
@@ -65,8 +66,27 @@ def test_label_ids_default_to_names():
         ({"au_threshold": 1.5}, r"au_threshold is a probability in \(0, 1\), got 1.5"),
         ({"image_name_loss_weight": -1.0}, "λ"),
         ({"projection_dim": 0}, "projection_dim must be positive"),
+        ({"au_intensity": True, **expression_labels(), "task": "expression"}, "au_intensity=True.*needs task='au'"),
+        ({"au_intensity": True, **au_labels([1]), "task": "au", "label_text": "descriptions"}, "label_text='names'"),
+        ({"intensity_levels": [0.0, 1.0]}, r"intensity_levels \(2\) and intensity_phrases \(6\)"),
+        ({"intensity_levels": [0.0, 2.0, 1.0], "intensity_phrases": ["no {}", "some {}", "much {}"]}, "increasing"),
+        ({"intensity_levels": [0.0, 1.0], "intensity_phrases": ["no {}", "slight"]}, r"these do not: \['slight'\]"),
+        ({"intensity_loss_weight": -1.0}, "intensity_loss_weight must be >= 0"),
     ],
 )
 def test_bad_configuration_raises_a_clear_error(kwargs, message):
     with pytest.raises(ValueError, match=message):
         CLEFConfig(**kwargs)
+
+
+def test_intensity_defaults_and_configs_saved_before_intensity_load(tmp_path):
+    config = CLEFConfig(task="au", **au_labels([1, 12]))
+    assert config.au_intensity is False and config.intensity_levels == [0.0, 1.0, 2.0, 3.0, 4.0, 5.0]
+    assert config.intensity_phrases[2] == "slight {}" and config.intensity_loss_weight == 1.0
+    config.save_pretrained(tmp_path)
+    saved = json.loads((tmp_path / "config.json").read_text())
+    for key in ("au_intensity", "intensity_levels", "intensity_phrases", "intensity_loss_weight"):
+        del saved[key]  # a config.json written before intensity existed
+    (tmp_path / "config.json").write_text(json.dumps(saved))
+    loaded = CLEFConfig.from_pretrained(tmp_path)
+    assert loaded.au_intensity is False and loaded.intensity_levels == config.intensity_levels

@@ -50,6 +50,19 @@ def test_quick_demo_saves_loadable_models_and_the_results_the_readme_quotes(tmp_
     all_positive_f1 = (2 * truth.sum(0) / (len(truth) + truth.sum(0))).mean().item()
     assert abs(results["au"]["baseline_all_positive_f1"] - all_positive_f1) < 1e-6
 
+    # AU intensity: one --au_intensity model next to the trivial predictor (each AU's training mean, ICC 0).
+    intensity = results["intensity"]
+    assert "AU intensity (0-5)" in result.stdout and "trivial (training mean per AU)" in result.stdout
+    assert intensity["start"] == "stage 0 + 1" and abs(intensity["trivial"]["icc"]) < 1e-9
+    train_intensity = torch.tensor(list(splits["train"]["au_intensity"]))
+    test_intensity = torch.tensor(list(splits["test"]["au_intensity"]))
+    trivial_mae = (test_intensity - train_intensity.mean(0)).abs().mean().item()
+    assert abs(intensity["trivial"]["mae"] - trivial_mae) < 1e-5
+    for key in ("icc", "mae", "pearson"):
+        assert isinstance(intensity["test"][key], float), key
+    intensity_model = CLEFModel.from_pretrained(intensity["model_dir"])
+    assert intensity_model.config.au_intensity and intensity_model.intensity_embeddings.shape[:2] == (17, 6)
+
     for task, num_labels in (("au", 17), ("expression", 8)):
         model = CLEFModel.from_pretrained(tmp_path / f"{task}-model")
         processor = CLEFProcessor.from_pretrained(tmp_path / f"{task}-model")

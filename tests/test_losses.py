@@ -8,11 +8,15 @@ import torch.nn.functional as F
 from conftest import random_features
 
 from clef_hf.losses import (
+    au_intensity_loss,
     au_loss,
     cosine_logits,
+    expected_intensity,
     expression_loss,
     fine_tuning_loss,
     image_text_contrastive_loss,
+    intensity_logits,
+    intensity_targets,
     name_description_loss,
     pretraining_loss,
     supervised_contrastive_loss,
@@ -341,3 +345,89 @@ def test_image_text_loss_learnable_temperature_gets_gradient():
 def test_image_text_loss_rejects_unpaired_features():
     with pytest.raises(ValueError, match="one caption per image"):
         image_text_contrastive_loss(features(4), features(5), 0.07)
+
+
+# ---------------------------------------------------------------- Eq. I (AU intensity)
+
+LEVELS = torch.tensor([0.0, 1.0, 2.0, 3.0, 4.0, 5.0], dtype=DTYPE)
+
+
+def loop_intensity_loss(image_features, level_features, intensities, levels, temperature):
+    """Eq. I written out: per image and known AU, a softmax over the AU's L phrases; the target puts the intensity
+    on its level, or splits it between the two levels around it so that the target's expected level is y."""
+    batch, num_aus, num_levels = image_features.shape[0], level_features.shape[0], level_features.shape[1]
+    total = 0.0
+    for i in range(batch):
+        for c in range(num_aus):
+            y = float(intensities[i, c])
+            if y < 0:
+                continue
+            y = min(max(y, float(levels[0])), float(levels[-1]))
+            logits = [float(unit(image_features[i]) @ unit(level_features[c, l])) / temperature
+                      for l in range(num_levels)]
+            log_norm = math.log(sum(math.exp(s) for s in logits))
+            targets = [0.0] * num_levels
+            for l in range(num_levels - 1):
+                low, high = float(levels[l]), float(levels[l + 1])
+                if low <= y <= high:
+                    targets[l], targets[l + 1] = (high - y) / (high - low), (y - low) / (high - low)
+                    break
+            total -= sum(q * (s - log_norm) for q, s in zip(targets, logits))
+    return total / batch
+
+
+def test_au_intensity_loss_matches_loop_with_fractional_and_unknown_intensities():
+    image = features(5, seed=1)
+    phrases = features(3 * 6, seed=2).reshape(3, 6, -1)
+    intensities = torch.tensor([[0.0, 2.37, -1.0], [5.0, 1.0, 4.5], [-1.0, -1.0, -1.0], [3.0, 0.2, 2.0],
+                                [7.0, 4.0, 0.0]], dtype=DTYPE)  # 7 lies above the top level: clamped to 5
+    for tau in (0.07, 1.0):
+        expected = loop_intensity_loss(image, phrases, intensities, LEVELS, tau)
+        assert au_intensity_loss(image, phrases, intensities, LEVELS, tau).item() == pytest.approx(expected, rel=1e-9)
+
+
+def test_intensity_targets_have_the_labelled_intensity_as_expected_level():
+    y = torch.tensor([0.0, 0.4, 2.0, 2.37, 4.99, 5.0], dtype=DTYPE)
+    targets = intensity_targets(y, LEVELS)
+    assert torch.allclose(targets.sum(-1), torch.ones(6, dtype=DTYPE))
+    assert torch.allclose(targets @ LEVELS, y)
+    assert targets[2].tolist() == [0.0, 0.0, 1.0, 0.0, 0.0, 0.0]  # an intensity on a level is one-hot
+    assert (targets > 0).sum(-1).max() <= 2  # at most the two levels around it
+
+
+def test_expected_intensity_is_the_softmax_mean_level_within_the_range():
+    image = features(4, seed=3)
+    phrases = features(2 * 6, seed=4).reshape(2, 6, -1)
+    logits = intensity_logits(image, phrases, 0.1)
+    assert logits.shape == (4, 2, 6)
+    assert logits[1, 0, 3].item() == pytest.approx(float(unit(image[1]) @ unit(phrases[0, 3])) / 0.1)
+    predicted = expected_intensity(logits, LEVELS)
+    manual = sum(logits.softmax(-1)[..., l] * float(LEVELS[l]) for l in range(6))
+    assert torch.allclose(predicted, manual) and ((predicted >= 0) & (predicted <= 5)).all()
+
+
+def test_au_intensity_loss_unknowns_contribute_nothing_and_gradients_flow():
+    image = features(3, seed=5, requires_grad=True)
+    phrases = features(2 * 6, seed=6, requires_grad=True)
+    temperature = torch.tensor(0.5, dtype=DTYPE, requires_grad=True)
+    all_unknown = -torch.ones(3, 2, dtype=DTYPE)
+    assert au_intensity_loss(image, phrases.reshape(2, 6, -1), all_unknown, LEVELS, temperature).item() == 0.0
+    labels = torch.tensor([[1.0, -1.0], [3.5, 0.0], [-1.0, 5.0]], dtype=DTYPE)
+    loss = au_intensity_loss(image, phrases.reshape(2, 6, -1), labels, LEVELS, temperature)
+    loss.backward()
+    for tensor in (image, phrases, temperature):
+        assert tensor.grad is not None and torch.isfinite(tensor.grad).all() and tensor.grad.abs().sum() > 0
+    # Changing an unknown entry's stored value changes nothing.
+    other = labels.clone()
+    other[0, 1] = -7.0
+    assert au_intensity_loss(image, phrases.reshape(2, 6, -1), other, LEVELS, temperature).item() == loss.item()
+
+
+def test_au_intensity_loss_rejects_misaligned_inputs_and_nan():
+    image, phrases = features(2), features(12).reshape(2, 6, -1)
+    with pytest.raises(ValueError, match=r"intensities \(B, C\)"):
+        au_intensity_loss(image, phrases, torch.zeros(2, 3, dtype=DTYPE), LEVELS, 0.1)
+    with pytest.raises(ValueError, match=r"levels \(L,\)"):
+        au_intensity_loss(image, phrases, torch.zeros(2, 2, dtype=DTYPE), LEVELS[:5], 0.1)
+    with pytest.raises(ValueError, match="NaN"):
+        au_intensity_loss(image, phrases, torch.full((2, 2), float("nan"), dtype=DTYPE), LEVELS, 0.1)

@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 
 import clef_hf
-from clef_hf.metrics import AU_F1, EXPRESSION_ACCURACY, METRICS_DIR, available_metrics, load_metric
+from clef_hf.metrics import AU_F1, AU_INTENSITY, EXPRESSION_ACCURACY, METRICS_DIR, available_metrics, load_metric
 
 AU_IDS = ["AU1", "AU2", "AU4", "AU6", "AU12", "AU15"]
 EXPRESSION_IDS = ["neutral", "happy", "sad", "surprise", "fear", "disgust", "anger"]
@@ -98,7 +98,7 @@ def add_in_batches(metric: evaluate.EvaluationModule, predictions: list, referen
 
 def test_metric_modules_ship_inside_the_package():
     assert METRICS_DIR == Path(clef_hf.__file__).resolve().parent / "metrics"
-    assert available_metrics() == [AU_F1, EXPRESSION_ACCURACY]
+    assert available_metrics() == [AU_F1, AU_INTENSITY, EXPRESSION_ACCURACY]
     for name in available_metrics():
         folder = METRICS_DIR / name
         assert (folder / f"{name}.py").is_file()
@@ -106,7 +106,7 @@ def test_metric_modules_ship_inside_the_package():
         assert not (folder / "__init__.py").exists()
 
 
-@pytest.mark.parametrize("name", [AU_F1, EXPRESSION_ACCURACY])
+@pytest.mark.parametrize("name", [AU_F1, AU_INTENSITY, EXPRESSION_ACCURACY])
 def test_metric_modules_import_only_standard_dependencies(name):
     """evaluate copies the script out of the package, so it must not import clef_hf; one import per line."""
     source = (METRICS_DIR / name / f"{name}.py").read_text()
@@ -117,7 +117,7 @@ def test_metric_modules_import_only_standard_dependencies(name):
         assert statement.split()[0].split(".")[0] in {"datasets", "evaluate", "numpy"}, statement
 
 
-@pytest.mark.parametrize("name", [AU_F1, EXPRESSION_ACCURACY])
+@pytest.mark.parametrize("name", [AU_F1, AU_INTENSITY, EXPRESSION_ACCURACY])
 def test_load_metric_offline(name):
     metric = load_metric(name, num_process=1, process_id=0, experiment_id=f"test-{name}")
     assert isinstance(metric, evaluate.Metric)
@@ -128,7 +128,7 @@ def test_load_metric_offline(name):
 
 @pytest.mark.parametrize("name", ["f1", "accuracy", "../metrics", "au_f1/", ""])
 def test_load_metric_rejects_unknown_names(name):
-    with pytest.raises(ValueError, match="available metrics: au_f1, expression_accuracy"):
+    with pytest.raises(ValueError, match="available metrics: au_f1, au_intensity, expression_accuracy"):
         load_metric(name)
 
 
@@ -298,3 +298,88 @@ def test_expression_accuracy_rejects_bad_input(predictions, references, kwargs, 
     metric = load_metric(EXPRESSION_ACCURACY, keep_in_memory=True)
     with pytest.raises(ValueError, match=message):
         metric.compute(predictions=predictions, references=references, **kwargs)
+
+
+# ---------------------------------------------------------------- au_intensity
+
+
+def anova_icc_3_1(ratings: list[list[float]]) -> float:
+    """ICC(3,1) of Shrout & Fleiss (1979), Table 2, from the two-way ANOVA written out with loops: n targets (rows)
+    rated by k judges (columns); ICC(3,1) = (BMS - EMS) / (BMS + (k - 1) EMS)."""
+    n, k = len(ratings), len(ratings[0])
+    grand = sum(sum(row) for row in ratings) / (n * k)
+    row_means = [sum(row) / k for row in ratings]
+    column_means = [sum(ratings[i][j] for i in range(n)) / n for j in range(k)]
+    between_targets = k * sum((m - grand) ** 2 for m in row_means)
+    between_judges = n * sum((m - grand) ** 2 for m in column_means)
+    total = sum((ratings[i][j] - grand) ** 2 for i in range(n) for j in range(k))
+    residual = total - between_targets - between_judges
+    bms = between_targets / (n - 1)
+    ems = residual / ((n - 1) * (k - 1))
+    return (bms - ems) / (bms + (k - 1) * ems)
+
+
+def test_au_intensity_hand_example():
+    """Worked by hand: AU a's prediction is its reference plus 1 everywhere (consistency ICC 1, MAE 1, r 1); AU b's
+    prediction is constant (ICC 0, r 0 by convention, MAE = mean |2 - y| = (2 + 1 + 0 + 1) / 4 = 1); AU c has one
+    known reference only and is left out of the means."""
+    metric = load_metric(AU_INTENSITY, keep_in_memory=True)
+    result = metric.compute(
+        predictions=[[1.0, 2.0, 0.0], [2.0, 2.0, 1.0], [3.0, 2.0, 2.0], [4.0, 2.0, 3.0]],
+        references=[[0.0, 0.0, 1.0], [1.0, 1.0, -1.0], [2.0, 2.0, -1.0], [3.0, 3.0, -1.0]],
+        label_ids=["a", "b", "c"],
+    )
+    assert result["icc"][:2] == pytest.approx([1.0, 0.0], abs=1e-12)
+    assert result["mae"][:2] == pytest.approx([1.0, 1.0])
+    assert result["pearson"][:2] == pytest.approx([1.0, 0.0], abs=1e-12)
+    assert result["icc"][2] is None and result["per_label_mae"]["c"] is None
+    assert result["support"] == [4, 4, 1]
+    assert result["mean_icc"] == pytest.approx(0.5) and result["mean_mae"] == pytest.approx(1.0)
+
+
+def test_au_intensity_icc_matches_the_two_way_anova_and_known_values():
+    # Shrout & Fleiss's own example has 6 targets and 4 judges; with the metric's k = 2 judges (prediction,
+    # reference) its first two judges give ICC(3,1) computed here with the ANOVA above.
+    judge_1, judge_2 = [9, 6, 8, 7, 10, 6], [2, 1, 4, 1, 5, 2]
+    expected = anova_icc_3_1([[a, b] for a, b in zip(judge_1, judge_2)])
+    result = load_metric(AU_INTENSITY, keep_in_memory=True).compute(
+        predictions=[[float(a)] for a in judge_1], references=[[float(b)] for b in judge_2])
+    assert result["mean_icc"] == pytest.approx(expected, rel=1e-12)
+    assert expected == pytest.approx(0.7453, abs=1e-4)  # BMS 4.683, EMS 0.683: (BMS - EMS) / (BMS + EMS)
+
+    rng = np.random.default_rng(0)
+    truth = rng.uniform(0, 5, size=(50, 3))
+    guess = truth * 0.5 + rng.normal(0, 0.7, size=truth.shape)
+    truth[::7, 1] = -1  # unknown: ignored for AU 1 only
+    result = load_metric(AU_INTENSITY, keep_in_memory=True).compute(predictions=guess.tolist(),
+                                                                    references=truth.tolist())
+    for au in range(3):
+        known = truth[:, au] >= 0
+        pairs = [[g, t] for g, t in zip(guess[known, au], truth[known, au])]
+        assert result["icc"][au] == pytest.approx(anova_icc_3_1(pairs), rel=1e-10)
+        assert result["mae"][au] == pytest.approx(np.abs(guess[known, au] - truth[known, au]).mean())
+        assert result["pearson"][au] == pytest.approx(np.corrcoef(guess[known, au], truth[known, au])[0, 1])
+    assert result["support"] == [50, 50 - len(range(0, 50, 7)), 50]
+
+
+def test_au_intensity_constant_prediction_has_zero_icc():
+    """The trivial baseline (each AU's training mean) scores ICC 0 whatever the references."""
+    references = [[0.5], [3.0], [1.0], [4.5]]
+    result = load_metric(AU_INTENSITY, keep_in_memory=True).compute(predictions=[[2.2]] * 4, references=references)
+    assert result["mean_icc"] == pytest.approx(0.0, abs=1e-12) and result["mean_pearson"] == 0.0
+    assert result["mean_mae"] == pytest.approx(np.mean([1.7, 0.8, 1.2, 2.3]))
+
+
+@pytest.mark.parametrize(
+    "predictions, references, message",
+    [
+        ([], [], "empty"),
+        ([[1.0], [1.0, 2.0]], [[1.0], [1.0]], "every row needs one entry per AU"),
+        ([[1.0, 2.0]], [[1.0]], "2 AUs per row but references have 1"),
+        ([[float("nan")]], [[1.0]], "must be finite"),
+        ([[1.0], [2.0]], [[-1.0], [3.0]], "No AU has 2 or more known"),
+    ],
+)
+def test_au_intensity_rejects_bad_input(predictions, references, message):
+    with pytest.raises(ValueError, match=message):
+        load_metric(AU_INTENSITY, keep_in_memory=True).compute(predictions=predictions, references=references)

@@ -8,11 +8,12 @@ import textwrap
 
 import pytest
 import torch
+from conftest import PROJECTION_DIM
 from transformers import AutoConfig, AutoModel
 
 from clef_hf import CLEFConfig, CLEFModel, TokenizerMismatchError, au_loss, expression_loss
 from clef_hf.losses import fine_tuning_loss, name_description_loss
-from clef_hf.vocabulary import au_labels, fill_template
+from clef_hf.vocabulary import au_labels, expression_labels, fill_template
 
 
 def prompt_inputs(tokenizer, texts):
@@ -250,3 +251,79 @@ def test_tuple_output(au_model, pixel_values):
         as_output = au_model(pixel_values=pixel_values)
     assert isinstance(as_tuple, tuple)
     torch.testing.assert_close(as_tuple[0], as_output.logits)
+
+
+# ---------------------------------------------------------------- AU intensity
+
+
+@pytest.fixture
+def intensity_model(make_config, tokenizer):
+    torch.manual_seed(0)
+    model = CLEFModel(make_config("au", au_intensity=True))
+    model.update_label_embeddings(tokenizer)
+    return model.eval()
+
+
+def test_intensity_embeddings_are_the_phrase_prompts_and_give_the_expected_level(intensity_model, tokenizer,
+                                                                                 pixel_values):
+    config = intensity_model.config
+    assert intensity_model.intensity_embeddings.shape == (5, 6, PROJECTION_DIM)
+    prompts = intensity_model.intensity_prompts()
+    assert prompts[6 * 4 + 2] == "a photo of a person with slight lip corner puller."  # AU12 is the 5th label
+    torch.testing.assert_close(intensity_model.intensity_embeddings.reshape(30, -1),
+                               intensity_model.encode_texts(tokenizer, prompts))
+    with torch.no_grad():
+        output = intensity_model(pixel_values=pixel_values)
+        image_embeds = output.image_embeds
+    logits = torch.einsum("bd,cld->bcl", image_embeds, intensity_model.intensity_embeddings) / intensity_model.temperature
+    expected = logits.softmax(-1) @ torch.tensor(config.intensity_levels)
+    torch.testing.assert_close(output.intensity, expected)
+    assert output.intensity.shape == (4, 5) and ((output.intensity >= 0) & (output.intensity <= 5)).all()
+
+
+def test_intensity_model_round_trip_and_models_without_intensity_have_no_buffer(intensity_model, au_model, tmp_path,
+                                                                                pixel_values):
+    assert "intensity_embeddings" not in dict(au_model.named_buffers())
+    with torch.no_grad():
+        assert au_model(pixel_values=pixel_values).intensity is None
+    intensity_model.save_pretrained(tmp_path / "intensity")
+    loaded = CLEFModel.from_pretrained(tmp_path / "intensity").eval()
+    torch.testing.assert_close(loaded.intensity_embeddings, intensity_model.intensity_embeddings, rtol=0, atol=0)
+    with torch.no_grad():
+        torch.testing.assert_close(loaded(pixel_values=pixel_values).intensity,
+                                   intensity_model(pixel_values=pixel_values).intensity)
+    au_model.save_pretrained(tmp_path / "plain")  # a checkpoint without intensity loads strictly, as before
+    assert "intensity_embeddings" not in dict(CLEFModel.from_pretrained(tmp_path / "plain").named_buffers())
+
+
+def test_intensity_labels_add_eq_i_to_the_loss_with_gradient_to_the_text_side(intensity_model, tokenizer,
+                                                                               pixel_values):
+    model = intensity_model.train()
+    model.config.intensity_loss_weight = 0.5
+    names = model._tokenize(tokenizer, fill_template(model.config.name_template, model.config.label_names))
+    phrases = model._tokenize(tokenizer, model.intensity_prompts())
+    labels = torch.tensor([[1, 0, 0, 1, 1], [0, 0, 0, 0, 0], [1, 1, 1, 1, 1], [0, 1, -1, 0, 1]])
+    intensities = torch.tensor([[2.5, 0, 0, 3, 4], [0, 0, 0, 0, 0], [5, 2, 2, 4.2, 3], [0, 2, -1, 0, 2]])
+    output = model(pixel_values=pixel_values, labels=labels, name_input_ids=names["input_ids"],
+                   name_attention_mask=names["attention_mask"], intensity_input_ids=phrases["input_ids"],
+                   intensity_attention_mask=phrases["attention_mask"], intensity_labels=intensities)
+    assert output.loss.item() == pytest.approx(output.image_name_loss.item() + 0.5 * output.intensity_loss.item(),
+                                               rel=1e-6)
+    output.intensity_loss.backward()
+    assert model.text_projection.weight.grad.abs().sum() > 0 and model.visual_projection.weight.grad.abs().sum() > 0
+
+
+def test_intensity_inputs_on_a_model_without_intensity_are_refused(au_model, pixel_values):
+    with pytest.raises(ValueError, match="config.au_intensity is False"):
+        au_model(pixel_values=pixel_values, intensity_labels=torch.zeros(4, 5))
+
+
+def test_set_labels_adds_and_drops_the_intensity_buffer(au_model, tokenizer):
+    au_model.set_labels("au", **au_labels([4, 6, 12]), au_intensity=True)
+    assert au_model.intensity_embeddings.shape == (3, 6, PROJECTION_DIM)
+    with pytest.raises(ValueError, match="not been computed"):
+        au_model.predict_intensity(torch.randn(1, PROJECTION_DIM))
+    au_model.update_label_embeddings(tokenizer)
+    assert au_model.predict_intensity(torch.randn(2, PROJECTION_DIM)).shape == (2, 3)
+    au_model.set_labels("expression", **expression_labels())
+    assert "intensity_embeddings" not in dict(au_model.named_buffers()) and not au_model.config.au_intensity

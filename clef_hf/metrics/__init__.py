@@ -7,6 +7,7 @@ data, see `[options.package_data]` in setup.cfg):
 
     * `au_f1`: per-AU F1 (ignoring -1 "unknown" references) and their mean, for multi-label AU detection.
     * `expression_accuracy`: accuracy, per-class accuracy, mean class accuracy and confusion matrix, for expressions.
+    * `au_intensity`: per-AU ICC(3,1), MAE and Pearson correlation of AU intensities (0-5), and their means.
 
 Usage:
 
@@ -24,6 +25,7 @@ METRICS_DIR = Path(__file__).resolve().parent
 """The folder holding one subfolder per metric module."""
 
 AU_F1 = "au_f1"
+AU_INTENSITY = "au_intensity"
 EXPRESSION_ACCURACY = "expression_accuracy"
 
 
@@ -50,4 +52,4 @@ def load_metric(name: str, **kwargs) -> evaluate.EvaluationModule:
     return evaluate.load(str(METRICS_DIR / name), **kwargs)
 
 
-__all__ = ["AU_F1", "EXPRESSION_ACCURACY", "METRICS_DIR", "available_metrics", "load_metric"]
+__all__ = ["AU_F1", "AU_INTENSITY", "EXPRESSION_ACCURACY", "METRICS_DIR", "available_metrics", "load_metric"]

@@ -265,6 +265,17 @@ class FineTuningArguments(TrainingLoopArguments):
                           "identity-label embeddings, Eq. 3) then stage II (Eq. 6), for AUs, on data with a subject "
                           "column.", "choices": list(OBJECTIVES)},
     )
+    au_intensity: bool = field(
+        default=False,
+        metadata={"help": "AUs: also train the intensity phrases of each AU name (\"no\", \"a trace of\", \"slight\", "
+                          "\"pronounced\", \"extreme\", \"maximum\" lip corner puller) with Eq. I, a softmax over "
+                          "the image-phrase similarities (losses.au_intensity_loss), on the data's au_intensity column. "
+                          "The saved model predicts intensity (0-5); the best epoch is the one with the highest mean "
+                          "ICC(3,1) on --eval_split. Needs --components IN or IND and --objective clef."},
+    )
+    intensity_loss_weight: float = field(
+        default=1.0, metadata={"help": "--au_intensity: the weight of Eq. I added to the fine-tuning loss."}
+    )
     cl_ile_stage_one_fraction: float = field(
         default=0.5,
         metadata={"help": "CL-ILE: the share of the optimizer steps spent in stage I (the paper gives 20 epochs in all "
@@ -292,6 +303,15 @@ class FineTuningArguments(TrainingLoopArguments):
                 raise ValueError(f"--{name} must be >= 0, got {getattr(self, name)}.")
         if self.cl_ile_temperature <= 0:
             raise ValueError(f"--cl_ile_temperature must be > 0, got {self.cl_ile_temperature}.")
+        if self.au_intensity:
+            if self.task == "expression" or self.objective != "clef" or self.components not in ("IN", "IND"):
+                raise ValueError(
+                    "--au_intensity trains AU intensity phrases through the text encoder: it needs --task au, "
+                    f"--objective clef and --components IN or IND; got --task {self.task}, --objective "
+                    f"{self.objective}, --components {self.components}."
+                )
+            if not self.intensity_loss_weight >= 0:
+                raise ValueError(f"--intensity_loss_weight must be >= 0, got {self.intensity_loss_weight}.")
         if self.task is not None and self.task not in ("au", "expression"):
             raise ValueError(f"--task must be au or expression, got {self.task!r}.")
         if self.learning_rate is None:

@@ -11,6 +11,8 @@ from torch.utils.data import Sampler
 from .arguments import DataArguments
 
 
+#: Label columns that hold floats (the others are integer labels or category ids).
+FLOAT_LABEL_COLUMNS = ("au_intensity",)
 #: Files that mark a folder written by `Dataset.save_to_disk` / `DatasetDict.save_to_disk`.
 SAVED_DATASET_FILES = ("dataset_dict.json", "state.json")
 #: Metadata files of Hugging Face's imagefolder layout (one row per image, its `file_name` and other fields).
@@ -121,6 +123,7 @@ class FacialBehaviorCollator:
     indices, and per requested label column:
       - `au`: (batch, num_aus) int64, 1 / 0 / -1 (unknown);
       - `expression`: (batch,) int64 class indices;
+      - `au_intensity`: (batch, num_aus) float32 intensities 0-5, -1 unknown;
       - a string column named in `categories` (`activity`, `subject`): (batch,) int64 ids, the positions of the
         rows' values in `categories[column]`.
     """
@@ -145,7 +148,8 @@ class FacialBehaviorCollator:
                 if unknown:
                     raise ValueError(f"{column} {unknown} is not among the training split's {sorted(index)}.")
                 values = [index[value] for value in values]
-            batch[column] = torch.tensor(values, dtype=torch.long)
+            dtype = torch.float32 if column in FLOAT_LABEL_COLUMNS else torch.long
+            batch[column] = torch.tensor(values, dtype=dtype)
         return batch
 
 

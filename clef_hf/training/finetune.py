@@ -40,8 +40,10 @@ from .data import (
 )
 from .evaluation import (
     BEST_METRIC,
+    INTENSITY_BEST_METRIC,
     baseline_metrics,
     evaluate_model,
+    intensity_baseline_metrics,
     label_scores,
     metrics_from_scores,
     select_au_threshold,
@@ -87,8 +89,13 @@ class FineTuningModule(nn.Module):
         name_attention_mask: torch.Tensor | None = None,
         description_input_ids: torch.Tensor | None = None,
         description_attention_mask: torch.Tensor | None = None,
+        intensity_input_ids: torch.Tensor | None = None,
+        intensity_attention_mask: torch.Tensor | None = None,
+        intensity_labels: torch.Tensor | None = None,
     ) -> CLEFOutput:
-        """(batch, 3, size, size) images and (batch, num_labels) or (batch,) labels -> [`CLEFOutput`] with the loss."""
+        """(batch, 3, size, size) images and (batch, num_labels) or (batch,) labels -> [`CLEFOutput`] with the loss.
+        With `--au_intensity` (IN, IND, ID), the intensity prompts' tokens and the (batch, num_labels) intensities
+        add Eq. I (see [`CLEFModel.forward`])."""
         if self.components != "I":
             # ID: the descriptions take the names' place as the label side, and there is no Eq. 3.
             label_ids, label_mask = ((description_input_ids, description_attention_mask) if self.components == "ID"
@@ -102,6 +109,9 @@ class FineTuningModule(nn.Module):
                 name_attention_mask=label_mask,
                 description_input_ids=description_input_ids if use_descriptions else None,
                 description_attention_mask=description_attention_mask if use_descriptions else None,
+                intensity_input_ids=intensity_input_ids,
+                intensity_attention_mask=intensity_attention_mask,
+                intensity_labels=intensity_labels,
             )
         image_embeds = nn.functional.normalize(self.model.get_image_features(pixel_values), dim=-1)
         label_embeds = nn.functional.normalize(self.label_head, dim=-1)
@@ -138,6 +148,19 @@ def infer_task(split, task: str | None) -> str:
     return present[0]
 
 
+def check_intensity_columns(splits, split_names: list[str | None], task: str) -> None:
+    """Raise a ValueError naming the split if `--au_intensity` meets a split without an `au_intensity` column."""
+    if task != "au":
+        raise ValueError(f"--au_intensity scores AU intensity; the data gives task {task!r}.")
+    for name in split_names:
+        if name is not None and name in splits and "au_intensity" not in splits[name].column_names:
+            raise ValueError(
+                f"--au_intensity needs an 'au_intensity' column (0-5 per AU, -1 unknown), but the {name!r} split has "
+                f"only {splits[name].column_names}. Builders that provide it: synthfaces, disfa, and bp4d / bp4d_plus "
+                "with --dataset_options '{\"au_intensity\": true}' (AUs 6, 10, 12, 14, 17)."
+            )
+
+
 def held_out_splits(splits, args: FineTuningArguments, task: str) -> tuple:
     """`(eval_split, test_split)`: the split that picks the best epoch (and the AU threshold), and the split
     evaluated once at the end (None without `--test_split`), both checked to have images and the task's labels."""
@@ -157,12 +180,16 @@ def held_out_splits(splits, args: FineTuningArguments, task: str) -> tuple:
     return eval_split, get_split(splits, args.test_split, ("image", task), "--test_split")
 
 
-def warm_up_label_texts(model: CLEFModel, name_tokens: dict, description_tokens: dict, steps: int, lr: float) -> None:
+def warm_up_label_texts(model: CLEFModel, name_tokens: dict, description_tokens: dict, steps: int, lr: float,
+                        intensity_tokens: dict | None = None) -> None:
     """Train the text side alone on Eq. 3 for `steps` steps, at the initial temperature.
 
     An untrained text encoder maps every label prompt to nearly the same embedding, and the image-name losses then
-    barely move; a short warm-up spreads the names apart. Every process computes the same update from the same
-    texts, so the copies stay identical without gradient synchronisation.
+    barely move; a short warm-up spreads the names apart. With `intensity_tokens` (`--au_intensity`), the intensity
+    prompts are spread apart too: each is classified among all of them (Eq. 3's form with the prompts on both
+    sides), since "slight" and "extreme lip corner puller" differ by one word and would start as one embedding. Every
+    process computes the same update from the same texts, so the copies stay identical without gradient
+    synchronisation.
     """
     parameters = [p for name, p in model.named_parameters() if name.startswith(("text_model.", "text_projection."))]
     optimizer = torch.optim.AdamW(parameters, lr=lr)
@@ -171,6 +198,9 @@ def warm_up_label_texts(model: CLEFModel, name_tokens: dict, description_tokens:
             model.get_text_features(**description_tokens), model.get_text_features(**name_tokens),
             model.config.temperature_init,
         )
+        if intensity_tokens is not None:
+            phrases = model.get_text_features(**intensity_tokens)
+            loss = loss + name_description_loss(phrases, phrases, model.config.temperature_init)
         loss.backward()
         optimizer.step()
         optimizer.zero_grad()
@@ -190,7 +220,11 @@ def finetune(args: FineTuningArguments) -> dict:
         - `"test"`, `"test_baseline"`: the best model's and the trivial predictor's metrics on `--test_split`,
           computed once, after training (None without a test split);
         - `"eval_split"`, `"test_split"`, `"task"`, `"objective"`, `"components"`, `"global_step"`,
-          `"class_weights"`, `"best_model_dir"`.
+          `"class_weights"`, `"best_model_dir"`;
+        - with `--au_intensity`, `"au_intensity": True` and `"intensity_baseline"` / `"test_intensity_baseline"`:
+          the trivial intensity predictor (each AU's training mean) on `--eval_split` / `--test_split`; the model's
+          intensity metrics are the `intensity_*` entries of the metrics above, and `"best_metric"` is
+          `intensity_mean_icc`.
     """
     # 1. Devices, precision, trackers; seeding.
     cl_ile = args.objective == "cl_ile"
@@ -204,7 +238,10 @@ def finetune(args: FineTuningArguments) -> dict:
     task = infer_task(probe, args.task)
     if cl_ile and task != "au":
         raise ValueError(f"--objective cl_ile detects AUs; the data gives task {task!r}.")
-    train_split = get_split(splits, args.train_split, ("image", task, "subject") if cl_ile else ("image", task),
+    if args.au_intensity:
+        check_intensity_columns(splits, [args.train_split, args.eval_split, args.test_split], task)
+    label_columns = (task, "au_intensity") if args.au_intensity else (task,)
+    train_split = get_split(splits, args.train_split, ("image", task, "subject") if cl_ile else ("image", *label_columns),
                             "--train_split")
     subjects = sorted(set(train_split["subject"])) if cl_ile else []  # CL-ILE: one set of ILEs per subject
     eval_split, test_split = held_out_splits(splits, args, task)
@@ -213,8 +250,11 @@ def finetune(args: FineTuningArguments) -> dict:
 
     # 3. Model, label prompts, data loaders, optimizer, schedule.
     model, processor = load_model_and_processor(
-        args.model_name_or_path, args.config_file, task=task, labels=labels, class_weights=class_weights
+        args.model_name_or_path, args.config_file, task=task, labels=labels, class_weights=class_weights,
+        au_intensity=args.au_intensity,
     )
+    if args.au_intensity:
+        model.config.intensity_loss_weight = args.intensity_loss_weight
     if args.gradient_checkpointing:
         model.activation_checkpointing_enable()
     config = model.config
@@ -226,9 +266,12 @@ def finetune(args: FineTuningArguments) -> dict:
 
     name_tokens = tokens(fill_template(config.name_template, config.label_names))
     description_tokens = [tokens(fill_template(t, config.label_descriptions)) for t in config.description_templates]
+    intensity_inputs = {}
+    if args.au_intensity:
+        intensity_inputs = {f"intensity_{key}": value for key, value in tokens(model.intensity_prompts()).items()}
 
     sampler = EpochSeededSampler(len(train_split), args.seed)
-    collator = FacialBehaviorCollator(processor.image_processor, (task,))
+    collator = FacialBehaviorCollator(processor.image_processor, label_columns)
     train_collator = FacialBehaviorCollator(processor.image_processor, (task, "subject"), {"subject": subjects}) \
         if cl_ile else collator
     train_dataloader = DataLoader(train_split, batch_size=args.per_device_train_batch_size, sampler=sampler,
@@ -259,6 +302,7 @@ def finetune(args: FineTuningArguments) -> dict:
     device = accelerator.device
     weights = torch.tensor(class_weights, device=device)
     name_inputs = {f"name_{key}": value.to(device) for key, value in name_tokens.items()}
+    intensity_inputs = {key: value.to(device) for key, value in intensity_inputs.items()}
 
     # 4. Resume where an interrupted run stopped; otherwise warm up the label texts if asked.
     loop_state = {"global_step": 0, "epoch": 0, "batches_done": 0, "running_loss": 0.0, "running_count": 0,
@@ -273,11 +317,12 @@ def finetune(args: FineTuningArguments) -> dict:
             {k: v.to(device) for k, v in name_tokens.items()},
             {k: v.to(device) for k, v in description_tokens[0].items()},
             args.text_warmup_steps, args.learning_rate,
+            {key[len("intensity_"):]: value for key, value in intensity_inputs.items()} if args.au_intensity else None,
         )
     if accelerator.is_main_process and args.report_to != "none":
         accelerator.init_trackers("clef_finetuning", config=tracker_config(args))
     metrics_log = MetricsLog(accelerator, args.output_dir, resume_step=loop_state["global_step"] if checkpoint else None)
-    best_key = BEST_METRIC[task]
+    best_key = INTENSITY_BEST_METRIC if args.au_intensity else BEST_METRIC[task]
 
     def end_of_epoch(epoch: int) -> None:
         """Evaluate, log, and keep the model if it is the best so far (CL-ILE: from its stage II on)."""
@@ -319,6 +364,8 @@ def finetune(args: FineTuningArguments) -> dict:
                         **name_inputs,
                         description_input_ids=descriptions["input_ids"].to(device),
                         description_attention_mask=descriptions["attention_mask"].to(device),
+                        **intensity_inputs,
+                        **({"intensity_labels": batch["au_intensity"]} if args.au_intensity else {}),
                     )
                 accelerator.backward(output.loss)
                 if accelerator.sync_gradients and args.max_grad_norm:
@@ -374,6 +421,13 @@ def finetune(args: FineTuningArguments) -> dict:
         "test_baseline": None if test_split is None else baseline_metrics(train_split, test_split, task, label_ids),
         "class_weights": class_weights, "best_model_dir": args.best_model_dir,
     }
+    if args.au_intensity:
+        results.update(
+            au_intensity=True,
+            intensity_baseline=intensity_baseline_metrics(train_split, eval_split, label_ids),
+            test_intensity_baseline=None if test_split is None else
+            intensity_baseline_metrics(train_split, test_split, label_ids),
+        )
     if accelerator.is_main_process:
         with open(os.path.join(args.output_dir, "all_results.json"), "w") as file:
             json.dump(results, file, indent=1)
@@ -462,6 +516,7 @@ __all__ = [
     "FineTuningModule",
     "finetune",
     "finish_best_model",
+    "check_intensity_columns",
     "held_out_splits",
     "infer_task",
     "warm_up_label_texts",

@@ -49,6 +49,7 @@ def load_model_and_processor(
     task: str | None = None,
     labels: dict[str, list[str]] | None = None,
     class_weights: list[float] | None = None,
+    au_intensity: bool = False,
 ) -> tuple[CLEFModel, CLEFProcessor]:
     """The initial model of a training run, with `task` and `labels` set, and its processor.
 
@@ -58,6 +59,7 @@ def load_model_and_processor(
         task: "au", "expression", or None for pre-training.
         labels: `label_ids` / `label_names` / `label_descriptions` (empty for pre-training).
         class_weights: the w_c of Eq. 4-5, stored in the config.
+        au_intensity: an AU model that also scores intensity (`CLEFConfig.au_intensity`).
     """
     labels = labels or {"label_ids": [], "label_names": [], "label_descriptions": []}
     if config_file is not None:
@@ -71,18 +73,19 @@ def load_model_and_processor(
             "eos_token_id": tokenizer.eos_token_id,
             "pad_token_id": tokenizer.pad_token_id,
         }
-        config_dict.update(task=task, class_weights=class_weights, **labels)
+        config_dict.update(task=task, class_weights=class_weights, au_intensity=au_intensity, **labels)
         model = CLEFModel(CLEFConfig(**config_dict))
         processor = CLEFProcessor.from_tokenizer(tokenizer, image_size=model.config.vision_config.image_size)
     else:
         model_type = _model_type(model_name_or_path)
         if model_type == "clef":
             model = CLEFModel.from_pretrained(model_name_or_path)
-            model.set_labels(task, class_weights=class_weights, **labels)
+            model.set_labels(task, class_weights=class_weights, au_intensity=au_intensity, **labels)
             processor = CLEFProcessor.from_pretrained(model_name_or_path)
         elif model_type == "clip":
             model = CLEFModel.from_clip(
-                CLIPModel.from_pretrained(model_name_or_path), task=task, class_weights=class_weights, **labels
+                CLIPModel.from_pretrained(model_name_or_path), task=task, class_weights=class_weights,
+                au_intensity=au_intensity, **labels
             )
             processor = CLEFProcessor(
                 image_processor=AutoImageProcessor.from_pretrained(model_name_or_path),

@@ -8,7 +8,9 @@
 5. stage 2 for AUs and expressions from three starts (random init, stage 0, stage 0 + 1) with each of Table 6's
    label sides (I, IN, IND): the epoch and the AU threshold are chosen on validation, the test split is read once;
 6. saves the full pipeline's IND models as `OUTPUT_DIR/au-model` and `OUTPUT_DIR/expression-model`;
-7. writes `OUTPUT_DIR/results.json` and prints one table, every row on the test subjects.
+7. writes `OUTPUT_DIR/results.json` and prints one table, every row on the test subjects;
+8. AU intensity ([`run_intensity`]): one `--au_intensity` model from the stage 0 + 1 start, its intensity ICC(3,1),
+   MAE and Pearson on the test subjects next to the trivial predictor (each AU's training mean).
 
 A finished stage or run is read back from its `all_results.json` / saved model, so an interrupted job resumes.
 """
@@ -171,9 +173,59 @@ def run_main_job(options: MainJobOptions) -> dict:
                    for start in STARTS} for task in TASKS}
 
     summary = summarize(options, references, stage0, stage1, runs, time.perf_counter() - started)
+    summary["intensity"] = run_intensity(options, starts)
     with open(os.path.join(options.output_dir, "results.json"), "w") as file:
         json.dump(summary, file, indent=1)
     return summary
+
+
+def run_intensity(options: MainJobOptions, starts: dict, start: str = STARTS[-1]) -> dict:
+    """One AU model trained with intensity phrases (`--au_intensity`, Eq. I) from `start`, with the stage-2 rows'
+    recipe and budget; the epoch with the best validation ICC is tested once. Read back if it finished before.
+
+    Returns:
+        `{"start", "best_epoch", "seconds", "test": {"icc", "mae", "pearson", "per_au_icc", "mean_f1"},
+        "validation_icc", "trivial": {"icc", "mae", "pearson"}}`: means over AUs on the test subjects; the trivial
+        predictor gives every face each AU's mean training intensity (its ICC and Pearson are 0 by construction).
+    """
+    folder = os.path.join(options.output_dir, "runs", f"au-intensity-{start.replace(' ', '').replace('+', '_')}")
+    result = _read_json(os.path.join(folder, "all_results.json"))
+    started = time.perf_counter()
+    if result is None or result.get("test") is None:
+        initial = {"config_file": SYNTHFACES_MODEL_CONFIG} if starts[start] is None else \
+            {"model_name_or_path": starts[start]}
+        result = finetune(FineTuningArguments(
+            output_dir=folder, task="au", components="IND", au_intensity=True,
+            dataset="synthfaces", dataset_options=json.dumps(options.data_options),
+            cache_dir=os.path.join(options.output_dir, "data"), num_proc=2,
+            num_train_epochs=options.finetuning_epochs, eval_split="validation", test_split="test",
+            **SYNTHFACES_FINETUNING, **initial,
+            **{**SYNTHFACES_RECIPE, "seed": options.seed, "logging_steps": 20, "checkpointing_steps": 200,
+               **({"max_steps": 4} if options.quick else {})},
+        ))
+    test, trivial = result["test"], result["test_intensity_baseline"]
+    return {
+        "start": start, "best_epoch": result["best_epoch"], "seconds": round(time.perf_counter() - started, 1),
+        "test": {"icc": test["intensity_mean_icc"], "mae": test["intensity_mean_mae"],
+                 "pearson": test["intensity_mean_pearson"], "per_au_icc": test["intensity_per_label_icc"],
+                 "mean_f1": test["mean_f1"]},
+        "validation_icc": result["validation"]["intensity_mean_icc"],
+        "trivial": {"icc": trivial["intensity_mean_icc"], "mae": trivial["intensity_mean_mae"],
+                    "pearson": trivial["intensity_mean_pearson"]},
+        "model_dir": result["best_model_dir"],
+    }
+
+
+def format_intensity(intensity: dict) -> str:
+    """The intensity lines of the demo's output: the model's and the trivial predictor's test figures."""
+    model, trivial = intensity["test"], intensity["trivial"]
+    return "\n".join([
+        f"AU intensity (0-5), test subjects, mean over AUs; CLEF {intensity['start']} -> stage 2 (IND) + intensity "
+        f"phrases, epoch {intensity['best_epoch']} chosen on validation ICC",
+        f"{'model':<44}{'ICC(3,1)':>10}{'MAE':>8}{'Pearson':>9}",
+        f"{'trivial (training mean per AU)':<44}{trivial['icc']:>10.3f}{trivial['mae']:>8.3f}{trivial['pearson']:>9.3f}",
+        f"{'CLEF + intensity phrases':<44}{model['icc']:>10.3f}{model['mae']:>8.3f}{model['pearson']:>9.3f}",
+    ])
 
 
 def summarize(options, references, stage0, stage1, runs, seconds) -> dict:
@@ -223,7 +275,10 @@ def format_table(summary: dict) -> str:
                  f"(chance, identical features: 2 log(2n-1) = {stage1['chance_loss']})")
     lines.append(f"{summary['seconds']:.0f} s in all; models in {summary['au']['model_dir']} and "
                  f"{summary['expression']['model_dir']}")
+    if "intensity" in summary:
+        lines.append("\n" + format_intensity(summary["intensity"]))
     return "\n".join(lines)
 
 
-__all__ = ["COMPONENTS", "MainJobOptions", "STARTS", "format_table", "run_main_job"]
+__all__ = ["COMPONENTS", "MainJobOptions", "STARTS", "format_intensity", "format_table", "run_intensity",
+           "run_main_job"]
