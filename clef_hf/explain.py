@@ -17,7 +17,9 @@ over the text it is one relevance per token.
     >>> relevancy = explain(model, processor, face, label="AU12")   # or text="a person smiling"
     >>> relevancy.image_map.shape, relevancy.tokens                 # (64, 64) in [0, 1]; the prompt's words
 
-Overlay it with [`clef_hf.visualization.plot_relevancy`].
+Overlay it on the face with [`plot_relevancy`], draw a grid of faces by labels (the paper's Fig. 4) with
+[`plot_relevancy_grid`] and the words' relevances with [`plot_token_relevance`]; like `clef_hf.visualization`, figures
+are built without pyplot. [`relevancy_above`] measures how much of a map lies above an image row (the upper face).
 """
 
 from __future__ import annotations
@@ -28,12 +30,27 @@ from dataclasses import dataclass
 
 import numpy as np
 import torch
+from matplotlib.axes import Axes
+from matplotlib.figure import Figure
 from torch import nn
 
 from .image_inputs import load_rgb_image
 from .vocabulary import fill_template
 
-__all__ = ["Relevancy", "accumulate_relevancy", "explain", "explain_labels", "label_prompt"]
+__all__ = [
+    "Relevancy",
+    "accumulate_relevancy",
+    "explain",
+    "explain_labels",
+    "half_masking_drops",
+    "label_prompt",
+    "plot_relevancy",
+    "plot_relevancy_grid",
+    "plot_token_relevance",
+    "relevancy_above",
+    "summarize_face_shares",
+    "upper_face_shares",
+]
 
 
 @dataclass
@@ -194,3 +211,211 @@ def _explain_one(model, tokenizer, pixel_values, prompt: str, grid: int, size: t
         tokens=tokenizer.convert_ids_to_tokens(input_ids[0].tolist()),
         token_relevance=(text_relevancy / total if total > 0 else text_relevancy).detach().cpu().numpy(),
     )
+
+
+def relevancy_above(image_map: np.ndarray, row: float) -> float:
+    """The share of a relevancy map's mass above an image row.
+
+    Args:
+        image_map: (height, width) non-negative relevancy ([`Relevancy.image_map`]).
+        row: the row, as a fraction of the height (0 the top, 1 the bottom); the row through a pixel splits it.
+
+    Returns:
+        The mass above `row` over the whole mass, in [0, 1] (0.0 for an all-zero map).
+    """
+    image_map = np.asarray(image_map, dtype=np.float64)
+    if image_map.ndim != 2:
+        raise ValueError(f"image_map must be a (height, width) array, got shape {image_map.shape}.")
+    if not 0.0 <= row <= 1.0:
+        raise ValueError(f"row must be a fraction of the height in [0, 1], got {row}.")
+    if (image_map < 0).any():
+        raise ValueError("image_map must be non-negative (a Relevancy's image_map is in [0, 1]).")
+    total = image_map.sum()
+    if total == 0:
+        return 0.0
+    edge = row * image_map.shape[0]
+    whole = int(np.floor(edge))
+    above = image_map[:whole].sum()
+    if whole < image_map.shape[0]:
+        above += (edge - whole) * image_map[whole].sum()
+    return float(above / total)
+
+
+def upper_face_shares(model, processor, faces, labels: Sequence[str]) -> dict[str, np.ndarray]:
+    """For each label, how much of its relevancy lies above the upper/lower-face boundary, over the faces showing it.
+
+    Args:
+        model, processor: a [`CLEFModel`] and its [`CLEFProcessor`].
+        faces: iterable of `(image, boundary, shown)`: a face, the row between its upper and lower face (a fraction
+            of the height, e.g. `synthfaces.generator.face_halves_boundary`) and the label ids it shows.
+        labels: the label ids to measure; a face counts for those of them it shows.
+
+    Returns:
+        `{label: (n, 2) array}`, a row per face showing the label: the share of the map above the boundary, and the
+        boundary itself (the share a uniform map would have). A share above the boundary means the map leans to the
+        upper face, below it to the lower face.
+    """
+    rows: dict[str, list[tuple[float, float]]] = {label: [] for label in labels}
+    for image, boundary, shown in faces:
+        present = [label for label in labels if label in set(shown)]
+        if present:
+            for label, relevancy in zip(present, explain_labels(model, processor, image, present)):
+                rows[label].append((relevancy_above(relevancy.image_map, boundary), float(boundary)))
+    return {label: np.asarray(values, dtype=np.float64).reshape(-1, 2) for label, values in rows.items()}
+
+
+def half_masking_drops(model, processor, faces, labels: Sequence[str]) -> dict[str, np.ndarray]:
+    """An occlusion check of the maps: how much each label's image-text similarity falls when the upper face, or the
+    lower face, is painted over with the image's mean colour.
+
+    Args:
+        model, processor, faces, labels: as for [`upper_face_shares`].
+
+    Returns:
+        `{label: (n, 2) array}`, a row per face showing the label: the fall of the similarity with the upper face
+        masked, and with the lower face masked. A model that reads a mouth AU from the mouth loses more with the
+        lower face masked.
+    """
+    ids = list(model.config.label_ids)
+    prompts = [label_prompt(model.config, label) for label in labels]
+    tokenizer = processor.tokenizer
+    with torch.no_grad():
+        text = tokenizer(prompts, padding=True, return_tensors="pt").to(model.device)
+        text_embeds = model.text_projection(model.text_model(**text).pooler_output)
+        text_embeds = nn.functional.normalize(text_embeds, dim=-1)
+    unknown = [label for label in labels if label not in ids]
+    if unknown:
+        raise ValueError(f"labels {unknown} are not label ids of this model ({ids}).")
+    rows: dict[str, list[tuple[float, float]]] = {label: [] for label in labels}
+    for image, boundary, shown in faces:
+        present = [index for index, label in enumerate(labels) if label in set(shown)]
+        if not present:
+            continue
+        pixels = np.asarray(load_rgb_image(image))
+        row = int(round(boundary * pixels.shape[0]))
+        upper, lower = pixels.copy(), pixels.copy()
+        upper[:row] = pixels.mean(axis=(0, 1))
+        lower[row:] = pixels.mean(axis=(0, 1))
+        batch = processor.image_processor(images=[pixels, upper, lower], return_tensors="pt")["pixel_values"]
+        with torch.no_grad():
+            image_embeds = model.visual_projection(model.vision_model(pixel_values=batch.to(model.device)).pooler_output)
+            similarity = (nn.functional.normalize(image_embeds, dim=-1) @ text_embeds.T).cpu().numpy()
+        for index in present:
+            rows[labels[index]].append((float(similarity[0, index] - similarity[1, index]),
+                                        float(similarity[0, index] - similarity[2, index])))
+    return {label: np.asarray(values, dtype=np.float64).reshape(-1, 2) for label, values in rows.items()}
+
+
+def summarize_face_shares(shares: dict[str, np.ndarray], drops: dict[str, np.ndarray] | None = None
+                          ) -> dict[str, dict[str, float]]:
+    """Per label of [`upper_face_shares`]: `faces` (how many), `mean_share_above` (of the map, above the boundary),
+    `mean_area_above` (of the image, i.e. of a uniform map) and `upper_fraction`, the fraction of faces whose map has
+    more of its mass above the boundary than a uniform map (near 1: the upper face; near 0: the lower face). With the
+    [`half_masking_drops`] of the same faces, also `drop_upper_masked`, `drop_lower_masked` (mean falls of the
+    similarity) and `upper_matters_fraction` (faces whose similarity falls more with the upper face masked)."""
+    summary = {}
+    for label, values in shares.items():
+        if not len(values):
+            summary[label] = {"faces": 0, "mean_share_above": float("nan"), "mean_area_above": float("nan"),
+                              "upper_fraction": float("nan")}
+            continue
+        summary[label] = {
+            "faces": int(len(values)),
+            "mean_share_above": round(float(values[:, 0].mean()), 4),
+            "mean_area_above": round(float(values[:, 1].mean()), 4),
+            "upper_fraction": round(float((values[:, 0] > values[:, 1]).mean()), 4),
+        }
+        if drops is not None and len(drops.get(label, ())):
+            falls = drops[label]
+            summary[label].update({
+                "drop_upper_masked": round(float(falls[:, 0].mean()), 4),
+                "drop_lower_masked": round(float(falls[:, 1].mean()), 4),
+                "upper_matters_fraction": round(float((falls[:, 0] > falls[:, 1]).mean()), 4),
+            })
+    return summary
+
+
+def plot_relevancy(image, relevancy: Relevancy, ax: Axes | None = None, alpha: float = 0.5, cmap: str = "jet",
+                   title: str | None = None) -> Figure:
+    """Overlay a relevancy map on the face it explains.
+
+    Args:
+        image: the face given to [`explain`] (a PIL image, an (H, W, 3) uint8 array or a path).
+        relevancy: its [`Relevancy`].
+        ax: the axes to draw in; `None` makes a new figure.
+        alpha: opacity of the map over the face.
+        cmap: a matplotlib colour map name.
+        title: the axes' title; `None` gives the text and its score.
+
+    Returns:
+        The `matplotlib.figure.Figure` drawn in.
+    """
+    picture = np.asarray(load_rgb_image(image))
+    if picture.shape[:2] != relevancy.image_map.shape:
+        raise ValueError(
+            f"the image is {picture.shape[1]}x{picture.shape[0]} but the relevancy map is "
+            f"{relevancy.image_map.shape[1]}x{relevancy.image_map.shape[0]}: pass the image that was explained."
+        )
+    if ax is None:
+        figure = Figure(figsize=(3.0, 3.3), layout="constrained")
+        ax = figure.subplots()
+    ax.imshow(picture)
+    ax.imshow(relevancy.image_map, cmap=cmap, alpha=alpha, vmin=0.0, vmax=1.0)
+    ax.set_title(f"{relevancy.text}\n{relevancy.score:.3f}" if title is None else title, fontsize=8)
+    ax.set_xticks([])
+    ax.set_yticks([])
+    return ax.figure
+
+
+def plot_relevancy_grid(images: Sequence, relevancies: Sequence[Sequence[Relevancy]],
+                        column_titles: Sequence[str] | None = None, panel_size: float = 1.6,
+                        alpha: float = 0.5) -> Figure:
+    """A grid like the paper's Fig. 4: one row per face, its plain image first, then one overlay per label.
+
+    Args:
+        images: the faces, one per row.
+        relevancies: per face, its [`Relevancy`]s, the same number for every face (the columns).
+        column_titles: a title per relevancy column (e.g. the AU ids); `None` uses the first row's texts.
+        panel_size: the side of each panel, in inches.
+        alpha: opacity of the maps.
+
+    Returns:
+        A `matplotlib.figure.Figure` (built without pyplot) with `len(images)` rows of `1 + columns` axes.
+    """
+    if not len(images) or len(images) != len(relevancies):
+        raise ValueError(f"need one row of relevancies per image, got {len(images)} images and "
+                         f"{len(relevancies)} rows.")
+    columns = len(relevancies[0])
+    for index, row in enumerate(relevancies):
+        if len(row) != columns or not columns:
+            raise ValueError(f"row {index} has {len(row)} relevancies; every row needs the same number (at least 1, "
+                             f"{columns} in row 0).")
+    titles = list(column_titles) if column_titles is not None else [r.text for r in relevancies[0]]
+    if len(titles) != columns:
+        raise ValueError(f"got {len(titles)} column titles for {columns} columns.")
+    figure = Figure(figsize=(panel_size * (columns + 1), panel_size * len(images) + 0.4), layout="constrained")
+    axes = figure.subplots(len(images), columns + 1, squeeze=False)
+    for row, (image, maps) in enumerate(zip(images, relevancies)):
+        axes[row, 0].imshow(np.asarray(load_rgb_image(image)))
+        axes[row, 0].set_xticks([])
+        axes[row, 0].set_yticks([])
+        for column, relevancy in enumerate(maps):
+            plot_relevancy(image, relevancy, ax=axes[row, column + 1], alpha=alpha,
+                           title=f"{titles[column]}\n{relevancy.score:.2f}" if row == 0 else f"{relevancy.score:.2f}")
+    axes[0, 0].set_title("face", fontsize=8)
+    return figure
+
+
+def plot_token_relevance(relevancy: Relevancy, ax: Axes | None = None) -> Figure:
+    """A bar per word token of the explained text, its relevance to the pooled text feature (start/end tokens
+    left out)."""
+    words = list(range(1, len(relevancy.tokens) - 1))
+    if ax is None:
+        figure = Figure(figsize=(max(3.0, 0.5 * len(words) + 1.0), 2.4), layout="constrained")
+        ax = figure.subplots()
+    ax.bar(range(len(words)), [float(relevancy.token_relevance[i]) for i in words], color="tab:orange")
+    ax.set_xticks(range(len(words)), [relevancy.tokens[i].replace("</w>", "") for i in words], rotation=60,
+                  fontsize=8)
+    ax.set_ylabel("relevance")
+    ax.set_title(relevancy.text, fontsize=8)
+    return ax.figure

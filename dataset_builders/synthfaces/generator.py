@@ -862,6 +862,33 @@ def _draw_glasses(canvas: _Canvas, identity: Identity, face: _FaceLayout) -> Non
 # ---------------------------------------------------------------------------------------------- conveniences
 
 
+#: Where on the face each AU is drawn: "upper" (brows and eyelids), "middle" (cheeks and nose, drawn across the
+#: boundary of the two halves) or "lower" (mouth, lips and chin). See the `_draw_*` functions.
+AU_REGIONS: dict[int, str] = {
+    1: "upper", 2: "upper", 4: "upper", 5: "upper", 7: "upper", 6: "middle", 9: "middle",
+    10: "lower", 12: "lower", 14: "lower", 15: "lower", 17: "lower", 20: "lower", 23: "lower", 24: "lower",
+    25: "lower", 26: "lower",
+}
+
+
+def face_halves_boundary(identity: Identity, pose: Pose) -> float:
+    """Image row, as a fraction of the image side (y down), between the upper face (brows, eyes) and the lower face
+    (mouth, chin): the point on the face's midline halfway between the eye line and the mouth line, seen in `pose`.
+    """
+    return float(project((0.5, (identity.eye_y + identity.mouth_y) / 2), pose)[0, 1])
+
+
+def labelled_faces(seed: int, subject_indices, frames_per_activity: int, image_size: int):
+    """Yield `(image, frame, boundary)` for every frame of the subjects, in the builder's order (subject, task,
+    frame): the rendered face, its `Frame` (labels and pose) and `face_halves_boundary` in its pose."""
+    for subject_index in subject_indices:
+        identity = sample_identity(seed, subject_index)
+        for activity in ACTIVITIES:
+            for frame_index in range(frames_per_activity):
+                frame = sample_frame(seed, identity, activity, frame_index)
+                yield render_frame(identity, frame, image_size), frame, face_halves_boundary(identity, frame.pose)
+
+
 def render_frame(identity: Identity, frame: Frame, image_size: int) -> Image.Image:
     return render_face(identity, frame.intensities, frame.pose, image_size)
 
