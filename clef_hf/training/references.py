@@ -221,16 +221,62 @@ def classical_references(
     }
 
 
+#: The row of [`linear_probe`].
+PROBE_ROW = "logistic regression on the model's image features"
+
+
+def linear_probe(
+    model,
+    processor,
+    train_split: datasets.Dataset,
+    validation_split: datasets.Dataset,
+    test_split: datasets.Dataset,
+    task: str,
+    label_ids: list[str],
+    C_grid: tuple[float, ...] = DEFAULT_C_GRID,
+) -> dict:
+    """A linear probe of a model's frozen image features: the classical rows' logistic regression, C chosen on
+    `validation_split`, on `model.get_image_features` (L2-normalised, then standardised on the training split)
+    instead of pixels. Next to the model's own text-driven head on the same split, it says whether what the model
+    misses is in its image features at all.
+
+    Args:
+        model, processor: a [`CLEFModel`] (or any model with `get_image_features`) and its processor.
+        train_split, validation_split, test_split, task, label_ids, C_grid: as for [`classical_references`].
+
+    Returns:
+        `{"task", "selection_metric", "C_grid", "num_images", "rows": {PROBE_ROW: row}}`, the row as
+        [`reference_row`] returns it.
+    """
+    from ..feature_tsne import image_features
+
+    if task not in BEST_METRIC:
+        raise ValueError(f"task must be 'au' or 'expression', got {task!r}.")
+    named = {"train": train_split, "validation": validation_split, "test": test_split}
+    for name, split in named.items():
+        get_split({name: split}, name, ("image", task), f"{name}_split")
+    features = standardised({name: image_features(model, processor, list(split["image"]))
+                             for name, split in named.items()})
+    labels = {name: label_array(split, task, list(label_ids), name) for name, split in named.items()}
+    return {
+        "task": task, "selection_metric": BEST_METRIC[task], "C_grid": list(C_grid),
+        "num_images": {name: len(split) for name, split in named.items()},
+        "rows": {PROBE_ROW: reference_row(features, labels, task, list(label_ids), tuple(C_grid))},
+    }
+
+
 __all__ = [
     "DEFAULT_C_GRID",
     "HOG_OPTIONS",
     "HOG_ROW",
     "PIXELS_ROW",
+    "PROBE_ROW",
     "classical_references",
     "fit_path",
     "fit_task",
     "grey_images",
     "hog_features",
+    "linear_probe",
     "pixel_features",
     "predict_task",
     "standardised",
