@@ -277,15 +277,14 @@ def half_masking_drops(model, processor, faces, labels: Sequence[str]) -> dict[s
         lower face masked.
     """
     ids = list(model.config.label_ids)
-    prompts = [label_prompt(model.config, label) for label in labels]
-    tokenizer = processor.tokenizer
-    with torch.no_grad():
-        text = tokenizer(prompts, padding=True, return_tensors="pt").to(model.device)
-        text_embeds = model.text_projection(model.text_model(**text).pooler_output)
-        text_embeds = nn.functional.normalize(text_embeds, dim=-1)
     unknown = [label for label in labels if label not in ids]
     if unknown:
         raise ValueError(f"labels {unknown} are not label ids of this model ({ids}).")
+    prompts = [label_prompt(model.config, label) for label in labels]
+    with torch.no_grad():
+        text = processor.tokenizer(prompts, padding=True, return_tensors="pt").to(model.device)
+        text_embeds = model.text_projection(model.text_model(**text).pooler_output)
+        text_embeds = nn.functional.normalize(text_embeds, dim=-1)
     rows: dict[str, list[tuple[float, float]]] = {label: [] for label in labels}
     for image, boundary, shown in faces:
         present = [index for index, label in enumerate(labels) if label in set(shown)]

@@ -149,6 +149,21 @@ def test_plots_overlay_maps_on_faces(au_model, processor):
         plot_relevancy_grid(images, [rows[0], rows[1][:1]])
 
 
+def test_half_masking_measures_what_painting_over_a_half_takes_away(au_model, processor):
+    flat = np.full((32, 32, 3), 120, dtype="uint8")  # painting a flat face with its mean changes nothing
+    noisy = (np.random.default_rng(3).random((32, 32, 3)) * 255).astype("uint8")
+    drops = half_masking_drops(au_model, processor, [(flat, 0.5, ["AU1"]), (noisy, 0.5, ["AU1", "AU12"])],
+                               ["AU1", "AU12"])
+    assert drops["AU1"].shape == (2, 2) and drops["AU12"].shape == (1, 2)
+    np.testing.assert_allclose(drops["AU1"][0], 0.0, atol=1e-6)
+    assert np.abs(drops["AU1"][1]).max() > 1e-4
+    summary = summarize_face_shares({"AU1": np.array([[0.7, 0.5], [0.4, 0.5]])}, {"AU1": drops["AU1"]})
+    assert summary["AU1"]["upper_fraction"] == 0.5 and summary["AU1"]["faces"] == 2
+    assert "drop_upper_masked" in summary["AU1"]
+    with pytest.raises(ValueError, match="AU99"):
+        half_masking_drops(au_model, processor, [], ["AU99"])
+
+
 # ------------------------------------------------------------------------------ the generator's face halves
 
 
