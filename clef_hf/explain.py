@@ -163,8 +163,11 @@ def explain_labels(model, processor, image, labels: Sequence[str] = (), texts: S
     results = []
     try:
         with _eager_attention(model), torch.enable_grad():
+            # One pass of the image encoder serves every prompt: its graph is kept for each prompt's gradients.
+            vision = model.vision_model(pixel_values=pixel_values, output_attentions=True)
+            image_embeds = nn.functional.normalize(model.visual_projection(vision.pooler_output), dim=-1)
             for prompt in prompts:
-                results.append(_explain_one(model, tokenizer, pixel_values, prompt, grid, image.size))
+                results.append(_explain_one(model, tokenizer, vision, image_embeds, prompt, grid, image.size))
     finally:
         model.train(was_training)
     return results
@@ -178,17 +181,15 @@ def explain(model, processor, image, label: str | None = None, text: str | None 
     return explain_labels(model, processor, image, labels, texts)[0]
 
 
-def _explain_one(model, tokenizer, pixel_values, prompt: str, grid: int, size: tuple[int, int]) -> Relevancy:
+def _explain_one(model, tokenizer, vision, image_embeds, prompt: str, grid: int, size: tuple[int, int]) -> Relevancy:
     text_inputs = tokenizer([prompt], truncation=True, max_length=model.config.text_config.max_position_embeddings,
                             return_tensors="pt")
     input_ids = text_inputs["input_ids"].to(model.device)
-    vision = model.vision_model(pixel_values=pixel_values, output_attentions=True)
     text = model.text_model(input_ids=input_ids, output_attentions=True)
-    image_embeds = nn.functional.normalize(model.visual_projection(vision.pooler_output), dim=-1)
     text_embeds = nn.functional.normalize(model.text_projection(text.pooler_output), dim=-1)
     score = (image_embeds * text_embeds).sum()
     attentions = list(vision.attentions) + list(text.attentions)
-    gradients = torch.autograd.grad(score, attentions)
+    gradients = torch.autograd.grad(score, attentions, retain_graph=True)
     depth = len(vision.attentions)
 
     image_relevancy = accumulate_relevancy(vision.attentions, gradients[:depth])[0, 0, 1:]  # CLS row, patches only
@@ -283,8 +284,7 @@ def half_masking_drops(model, processor, faces, labels: Sequence[str]) -> dict[s
     prompts = [label_prompt(model.config, label) for label in labels]
     with torch.no_grad():
         text = processor.tokenizer(prompts, padding=True, return_tensors="pt").to(model.device)
-        text_embeds = model.text_projection(model.text_model(**text).pooler_output)
-        text_embeds = nn.functional.normalize(text_embeds, dim=-1)
+        text_embeds = nn.functional.normalize(model.get_text_features(**text), dim=-1)
     rows: dict[str, list[tuple[float, float]]] = {label: [] for label in labels}
     for image, boundary, shown in faces:
         present = [index for index, label in enumerate(labels) if label in set(shown)]
@@ -297,8 +297,8 @@ def half_masking_drops(model, processor, faces, labels: Sequence[str]) -> dict[s
         lower[row:] = pixels.mean(axis=(0, 1))
         batch = processor.image_processor(images=[pixels, upper, lower], return_tensors="pt")["pixel_values"]
         with torch.no_grad():
-            image_embeds = model.visual_projection(model.vision_model(pixel_values=batch.to(model.device)).pooler_output)
-            similarity = (nn.functional.normalize(image_embeds, dim=-1) @ text_embeds.T).cpu().numpy()
+            image_embeds = nn.functional.normalize(model.get_image_features(batch.to(model.device)), dim=-1)
+            similarity = (image_embeds @ text_embeds.T).cpu().numpy()
         for index in present:
             rows[labels[index]].append((float(similarity[0, index] - similarity[1, index]),
                                         float(similarity[0, index] - similarity[2, index])))

@@ -248,7 +248,7 @@ def linear_probe(
         `{"task", "selection_metric", "C_grid", "num_images", "rows": {PROBE_ROW: row}}`, the row as
         [`reference_row`] returns it.
     """
-    from ..feature_tsne import image_features
+    from ..feature_tsne import image_features  # here, not at the top: feature_tsne imports clef_hf.training
 
     if task not in BEST_METRIC:
         raise ValueError(f"task must be 'au' or 'expression', got {task!r}.")
