@@ -2,8 +2,10 @@
 random-init and stage-0-only starts, the label sides of Table 6 (I, IN, IND), the trivial predictors and logistic
 regression on pixels and on HOG, every row on the same test subjects, selection on validation subjects.
 
-The job itself is `clef_hf.training.main_job.run_main_job`; `--quick` shrinks it to a smoke test. Torch's thread count
-is left to torch (or `--threads`), so that the job does not oversubscribe cores another process uses.
+The job itself is `clef_hf.training.main_job.run_main_job`; `--quick` shrinks it to a smoke test. Independent stages
+and rows run side by side in `--workers` processes (default 2) of `--worker_threads` torch threads (default 1), so the
+job uses two cores and never sets torch to every core of the machine; `--workers 1` runs everything in this process,
+on torch's default threads or `--threads`.
 """
 
 import argparse
@@ -22,7 +24,7 @@ def main() -> None:
         else:
             kind = {"int": int, "float": float, "str": str}.get(str(field.type), field.type)
             parser.add_argument(f"--{field.name}", type=kind, default=field.default)
-    parser.add_argument("--threads", type=int, default=None, help="torch intra-op threads (default: torch's)")
+    parser.add_argument("--threads", type=int, default=None, help="torch intra-op threads of this process (default: torch's)")
     arguments = vars(parser.parse_args())
     threads = arguments.pop("threads")
     if threads:

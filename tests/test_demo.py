@@ -73,3 +73,32 @@ def test_quick_demo_saves_loadable_models_and_the_results_the_readme_quotes(tmp_
         with torch.no_grad():
             logits = model(**processor(images=image, return_tensors="pt")).logits
         assert logits.shape == (1, num_labels)
+
+
+@pytest.mark.timeout(900)
+def test_the_figures_do_not_depend_on_how_many_workers_run_the_jobs(tmp_path):
+    # Every stage and row is seeded and runs on one torch thread, in its own worker or in this process: two workers
+    # must give the figures one process gives, to the last digit.
+    tables = {}
+    for workers in (1, 2):
+        output_dir = tmp_path / f"workers-{workers}"
+        result = subprocess.run(
+            [sys.executable, str(ROOT / "scripts" / "demo.py"), "--output_dir", str(output_dir), "--quick",
+             "--threads", "1", "--workers", str(workers)],
+            capture_output=True, text=True, env={**os.environ, "HF_HUB_OFFLINE": "1"}, timeout=600,
+        )
+        assert result.returncode == 0, result.stderr[-3000:]
+        results = json.loads((output_dir / "results.json").read_text())
+        tables[workers] = (results["table"], results["stage1"]["last_losses"], results["intensity"]["test"])
+    assert tables[1] == tables[2]
+
+
+def test_job_executor_rejects_nonsense_and_hands_errors_to_the_caller():
+    from clef_hf.training.main_job import job_executor
+
+    with pytest.raises(ValueError, match="workers and worker_threads must be >= 1"):
+        job_executor(0, 1)
+    with job_executor(1, 1) as executor:
+        assert executor.submit(sum, [1, 2]).result() == 3
+        with pytest.raises(ZeroDivisionError):
+            executor.submit(divmod, 1, 0).result()

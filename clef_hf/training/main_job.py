@@ -17,9 +17,13 @@ A finished stage or run is read back from its `all_results.json` / saved model, 
 
 import json
 import math
+import multiprocessing
 import os
 import time
+from concurrent.futures import Executor, Future, ProcessPoolExecutor
 from dataclasses import asdict, dataclass
+
+import torch
 
 from dataset_builders import au_ids_of, build_dataset
 
@@ -45,8 +49,12 @@ class MainJobOptions:
         output_dir: where everything goes.
         num_subjects, num_validation_subjects, num_test_subjects, frames_per_activity: the fine-tuning data.
         stage0_subjects, stage0_frames_per_activity: the stage-0 captioned faces (other subjects).
-        stage0_epochs, stage1_epochs, finetuning_epochs: budgets; every stage-2 row gets the same.
+        stage0_epochs, stage0_batch_size: stage 0's budget and batch (its contrastive loss sees 2n - 1 negatives).
+        stage1_epochs, finetuning_epochs: budgets; every stage-2 row gets the same.
         seed: seed of data order, augmentation and initialisation.
+        workers: processes that run independent stages and rows side by side ([`job_executor`]); 1 runs everything
+            in this process.
+        worker_threads: torch threads of each worker process (with `workers > 1`).
         quick: a tiny smoke test (few subjects, a few steps).
     """
 
@@ -56,11 +64,14 @@ class MainJobOptions:
     num_test_subjects: int = 4
     frames_per_activity: int = 16
     stage0_subjects: int = 150
-    stage0_frames_per_activity: int = 6
-    stage0_epochs: float = 3
+    stage0_frames_per_activity: int = 16
+    stage0_epochs: float = 7
+    stage0_batch_size: int = 32
     stage1_epochs: float = 2
     finetuning_epochs: float = 10
     seed: int = 0
+    workers: int = 2
+    worker_threads: int = 1
     quick: bool = False
 
     def __post_init__(self):
@@ -146,34 +157,98 @@ def run_finetuning(options: MainJobOptions, task: str, start: str, components: s
     ))
 
 
-def run_main_job(options: MainJobOptions) -> dict:
-    """Run every stage and row (resuming finished ones); return and write the summary (`results.json`)."""
-    started = time.perf_counter()
-    os.makedirs(options.output_dir, exist_ok=True)
-    splits = build_dataset("synthfaces", cache_dir=os.path.join(options.output_dir, "data"), num_proc=2,
-                           **options.data_options)
-
-    # The classical references, on the same split.
+def reference_rows(options: MainJobOptions) -> dict:
+    """The classical references (logistic regression on pixels and on HOG, C chosen on validation) for both tasks,
+    on the split every CLEF row uses (read from the data cache the main job built)."""
+    splits = build_dataset("synthfaces", cache_dir=os.path.join(options.output_dir, "data"), **options.data_options)
     references = {}
     for task in TASKS:
         label_ids = au_ids_of(splits["train"]) if task == "au" else splits["train"].features["expression"].names
         references[task] = classical_references(splits["train"], splits["validation"], splits["test"], task,
                                                 list(label_ids))
+    return references
 
-    # Stage 0 (captions, other subjects), then stage 1 (activities) from it.
-    stage0 = run_pretraining(options, "stage0", options.stage0_data_options, options.stage0_epochs,
-                             pretraining_losses="image_text", config_file=SYNTHFACES_MODEL_CONFIG,
-                             per_device_train_batch_size=64)
-    stage1 = run_pretraining(options, "stage1", options.data_options, options.stage1_epochs,
-                             model_name_or_path=stage0["model_dir"])
-    starts = {"random init": None, "stage 0": stage0["model_dir"], "stage 0 + 1": stage1["model_dir"]}
 
-    # Stage 2: every start with every label side, for both tasks.
-    runs = {task: {start: {c: run_finetuning(options, task, start, c, starts) for c in COMPONENTS}
-                   for start in STARTS} for task in TASKS}
+class _InlineExecutor(Executor):
+    """Runs each submitted job at once in this process (`workers=1`): the same code path as the pool, one core."""
+
+    def submit(self, fn, /, *args, **kwargs) -> Future:
+        future = Future()
+        try:
+            future.set_result(fn(*args, **kwargs))
+        except BaseException as error:  # handed to whoever reads the result, as a pool's future does
+            future.set_exception(error)
+        return future
+
+
+def _set_worker_threads(threads: int) -> None:
+    torch.set_num_threads(threads)
+
+
+def job_executor(workers: int, worker_threads: int) -> Executor:
+    """Where the main job's stages and rows run: in this process for `workers=1`, else in a pool of `workers`
+    processes (spawned, so that no torch state is forked) with `worker_threads` torch threads each.
+
+    The models are small enough that a second torch thread speeds one run by about 15% on 2 cores, while a second
+    process doubles the throughput; each run is seeded and runs on its own threads, so its figures do not depend on
+    which worker runs it or on what runs beside it.
+    """
+    if workers < 1 or worker_threads < 1:
+        raise ValueError(f"workers and worker_threads must be >= 1, got {workers} and {worker_threads}.")
+    if workers == 1:
+        return _InlineExecutor()
+    return ProcessPoolExecutor(max_workers=workers, mp_context=multiprocessing.get_context("spawn"),
+                               initializer=_set_worker_threads, initargs=(worker_threads,))
+
+
+def run_main_job(options: MainJobOptions) -> dict:
+    """Run every stage and row (resuming finished ones); return and write the summary (`results.json`).
+
+    The stages' dependencies set the order: stage 0 (the longest job) starts first, the references and the
+    random-init rows run beside it; stage 1 and the stage-0 rows follow stage 0; the stage 0 + 1 rows and the
+    intensity model follow stage 1. With `options.workers` processes, independent jobs run side by side.
+    """
+    started = time.perf_counter()
+    os.makedirs(options.output_dir, exist_ok=True)
+    # Both data sets are prepared here, once, so that no two workers prepare the same cache.
+    cache_dir = os.path.join(options.output_dir, "data")
+    build_dataset("synthfaces", cache_dir=cache_dir, num_proc=2, **options.data_options)
+    build_dataset("synthfaces", cache_dir=cache_dir, num_proc=2, **options.stage0_data_options)
+
+    with job_executor(options.workers, options.worker_threads) as executor:
+        # Stage 0 (captions, other subjects) first: everything but the random-init rows waits for it.
+        stage0_job = executor.submit(
+            run_pretraining, options, "stage0", options.stage0_data_options, options.stage0_epochs,
+            pretraining_losses="image_text", config_file=SYNTHFACES_MODEL_CONFIG,
+            per_device_train_batch_size=options.stage0_batch_size)
+        references_job = executor.submit(reference_rows, options)
+        starts = {"random init": None}
+        jobs = {task: {start: {} for start in STARTS} for task in TASKS}
+
+        def submit_rows(start: str) -> None:
+            for task in TASKS:
+                for components in COMPONENTS:
+                    jobs[task][start][components] = executor.submit(
+                        run_finetuning, options, task, start, components, dict(starts))
+
+        submit_rows("random init")
+        stage0 = stage0_job.result()
+        starts["stage 0"] = stage0["model_dir"]
+        # Stage 1 (activities) from the stage-0 model, then the rows from each start.
+        stage1_job = executor.submit(run_pretraining, options, "stage1", options.data_options, options.stage1_epochs,
+                                     model_name_or_path=stage0["model_dir"])
+        submit_rows("stage 0")
+        stage1 = stage1_job.result()
+        starts["stage 0 + 1"] = stage1["model_dir"]
+        submit_rows("stage 0 + 1")
+        intensity_job = executor.submit(run_intensity, options, dict(starts))
+        runs = {task: {start: {c: job.result() for c, job in rows.items()} for start, rows in by_start.items()}
+                for task, by_start in jobs.items()}
+        references = references_job.result()
+        intensity = intensity_job.result()
 
     summary = summarize(options, references, stage0, stage1, runs, time.perf_counter() - started)
-    summary["intensity"] = run_intensity(options, starts)
+    summary["intensity"] = intensity
     with open(os.path.join(options.output_dir, "results.json"), "w") as file:
         json.dump(summary, file, indent=1)
     return summary
