@@ -49,7 +49,9 @@ class MainJobOptions:
         output_dir: where everything goes.
         num_subjects, num_validation_subjects, num_test_subjects, frames_per_activity: the fine-tuning data.
         stage0_subjects, stage0_frames_per_activity: the stage-0 captioned faces (other subjects).
-        stage0_epochs, stage0_batch_size: stage 0's budget and batch (its contrastive loss sees 2n - 1 negatives).
+        stage0_steps, stage0_batch_size: stage 0's budget in optimizer steps and its batch (each caption's image is
+            told apart from the batch's other n - 1). The stage-0 settings were chosen on the validation subjects
+            (docs/diagnosis.md, section 9).
         stage1_epochs, finetuning_epochs: budgets; every stage-2 row gets the same.
         seed: seed of data order, augmentation and initialisation.
         workers: processes that run independent stages and rows side by side ([`job_executor`]); 1 runs everything
@@ -63,10 +65,10 @@ class MainJobOptions:
     num_validation_subjects: int = 4
     num_test_subjects: int = 4
     frames_per_activity: int = 16
-    stage0_subjects: int = 150
-    stage0_frames_per_activity: int = 16
-    stage0_epochs: float = 7
-    stage0_batch_size: int = 32
+    stage0_subjects: int = 300
+    stage0_frames_per_activity: int = 8
+    stage0_steps: int = 2500
+    stage0_batch_size: int = 64
     stage1_epochs: float = 2
     finetuning_epochs: float = 10
     seed: int = 0
@@ -218,9 +220,10 @@ def run_main_job(options: MainJobOptions) -> dict:
     with job_executor(options.workers, options.worker_threads) as executor:
         # Stage 0 (captions, other subjects) first: everything but the random-init rows waits for it.
         stage0_job = executor.submit(
-            run_pretraining, options, "stage0", options.stage0_data_options, options.stage0_epochs,
+            run_pretraining, options, "stage0", options.stage0_data_options, 1.0,
             pretraining_losses="image_text", config_file=SYNTHFACES_MODEL_CONFIG,
-            per_device_train_batch_size=options.stage0_batch_size)
+            per_device_train_batch_size=options.stage0_batch_size,
+            **({} if options.quick else {"max_steps": options.stage0_steps}))
         references_job = executor.submit(reference_rows, options)
         starts = {"random init": None}
         jobs = {task: {start: {} for start in STARTS} for task in TASKS}
