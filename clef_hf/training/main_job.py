@@ -52,7 +52,10 @@ class MainJobOptions:
         stage0_steps, stage0_batch_size: stage 0's budget in optimizer steps and its batch (each caption's image is
             told apart from the batch's other n - 1). The stage-0 settings were chosen on the validation subjects
             (docs/diagnosis.md, section 9).
-        stage1_epochs, finetuning_epochs: budgets; every stage-2 row gets the same.
+        stage1_epochs, finetuning_epochs: budgets; every stage-2 row gets the same. Stage 0's steps buy more than
+            stage 2's epochs within the 15 minutes (on validation: 2500 stage-0 steps and 6 epochs beat 1500 steps
+            and 7 epochs), so stage 2 gets 6 epochs, and stage 0 2000 steps: with 2500 the job took 981 s, the
+            other worker idle for the last 200 s of stage 0 (docs/diagnosis.md, section 9).
         seed: seed of data order, augmentation and initialisation.
         workers: processes that run independent stages and rows side by side ([`job_executor`]); 1 runs everything
             in this process.
@@ -67,10 +70,10 @@ class MainJobOptions:
     frames_per_activity: int = 16
     stage0_subjects: int = 300
     stage0_frames_per_activity: int = 8
-    stage0_steps: int = 2500
+    stage0_steps: int = 2000
     stage0_batch_size: int = 64
     stage1_epochs: float = 2
-    finetuning_epochs: float = 10
+    finetuning_epochs: float = 6
     seed: int = 0
     workers: int = 2
     worker_threads: int = 1
@@ -243,8 +246,8 @@ def run_main_job(options: MainJobOptions) -> dict:
         submit_rows("stage 0")
         stage1 = stage1_job.result()
         starts["stage 0 + 1"] = stage1["model_dir"]
+        intensity_job = executor.submit(run_intensity, options, dict(starts))  # the longest of the last jobs first
         submit_rows("stage 0 + 1")
-        intensity_job = executor.submit(run_intensity, options, dict(starts))
         runs = {task: {start: {c: job.result() for c, job in rows.items()} for start, rows in by_start.items()}
                 for task, by_start in jobs.items()}
         references = references_job.result()
