@@ -11,9 +11,11 @@ from pathlib import Path
 
 import pytest
 import torch
+from sklearn.metrics import f1_score
+from transformers import pipeline
 
 from clef_hf import CLEFModel, CLEFProcessor
-from dataset_builders import build_dataset
+from dataset_builders import au_ids_of, build_dataset
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -73,6 +75,20 @@ def test_quick_demo_saves_loadable_models_and_the_results_the_readme_quotes(tmp_
         with torch.no_grad():
             logits = model(**processor(images=image, return_tensors="pt")).logits
         assert logits.shape == (1, num_labels)
+
+    # The saved models, loaded by name through the pipeline (the user's path), score what results.json reports.
+    images = [image.convert("RGB") for image in splits["test"]["image"]]
+    expression_faces = pipeline("facial-behavior", model=str(tmp_path / "expression-model"))(images, detect_faces=False)
+    names = splits["test"].features["expression"].names
+    predicted = [faces[0]["predictions"][0]["label"] for faces in expression_faces]
+    accuracy = sum(p == names[y] for p, y in zip(predicted, splits["test"]["expression"])) / len(images)
+    assert abs(accuracy - results["expression"]["accuracy"]) < 1e-9
+    au_faces = pipeline("facial-behavior", model=str(tmp_path / "au-model"))(images, detect_faces=False)
+    au_ids = list(au_ids_of(splits["test"]))
+    present = [[{entry["label"]: entry["present"] for entry in faces[0]["predictions"]}[au] for au in au_ids]
+               for faces in au_faces]
+    per_au = f1_score(truth.numpy(), present, average=None, zero_division=0)
+    assert abs(per_au.mean() - results["au"]["mean_f1"]) < 1e-6
 
 
 @pytest.mark.timeout(900)
