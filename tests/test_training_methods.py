@@ -214,6 +214,37 @@ def test_cl_ile_needs_subjects_and_au_labels(tmp_path, tiny_faces, tiny_config_f
         finetune(cl_ile_args(tmp_path / "c", tiny_faces, tiny_config_file, max_steps=1))
 
 
+def test_layer_decay_slows_the_image_layers_near_the_pixels_and_leaves_the_rest(tmp_path, tiny_config_file):
+    model = fresh_model(tiny_config_file)
+    depth = model.config.vision_config.num_hidden_layers
+    rates = {}
+    for decay in (1.0, 0.5):
+        args = finetune_like_args(tmp_path, tiny_config_file, layer_decay=decay)
+        optimizer = make_optimizer(model, args)
+        rates[decay] = {id(p): group["lr"] for group in optimizer.param_groups for p in group["params"]}
+    by_name = dict(model.named_parameters())
+
+    def rate(decay, name):
+        return rates[decay][id(by_name[name])]
+
+    patch = "vision_model.embeddings.patch_embedding.weight"
+    first, last = (f"vision_model.encoder.layers.{i}.mlp.fc1.weight" for i in (0, depth - 1))
+    assert {rate(1.0, name) for name in (patch, first, last)} == {1e-3}
+    assert rate(0.5, patch) == pytest.approx(1e-3 * 0.5 ** (depth + 1))
+    assert rate(0.5, first) == pytest.approx(1e-3 * 0.5 ** depth)
+    assert rate(0.5, last) == pytest.approx(1e-3 * 0.5)
+    for unchanged in ("visual_projection.weight", "vision_model.post_layernorm.weight",
+                      "text_model.encoder.layers.0.mlp.fc1.weight"):
+        assert rate(0.5, unchanged) == rate(1.0, unchanged) == pytest.approx(1e-3)
+    with pytest.raises(ValueError, match="--layer_decay must be in"):
+        finetune_like_args(tmp_path, tiny_config_file, layer_decay=0.0)
+
+
+def finetune_like_args(tmp_path, config_file, **overrides) -> FineTuningArguments:
+    return FineTuningArguments(output_dir=str(tmp_path), dataset="synthfaces", config_file=config_file, task="au",
+                               learning_rate=1e-3, text_learning_rate_factor=1.0, **overrides)
+
+
 def test_a_staged_schedule_warms_up_and_decays_once_per_stage(tmp_path):
     args = cl_ile_args(tmp_path, "synthfaces", "x.json", learning_rate=1e-3, min_learning_rate=1e-5)
     optimizer = make_optimizer(torch.nn.Linear(2, 2), args)

@@ -104,6 +104,10 @@ class TrainingLoopArguments(DataArguments):
         default=1.0, metadata={"help": "The text encoder and the logit scale learn at this multiple of the rate."}
     )
     weight_decay: float = field(default=0.01, metadata={"help": "AdamW weight decay (paper: 0.01)."})
+    layer_decay: float = field(
+        default=1.0, metadata={"help": "Layer-wise rate decay of the image encoder: layer i of L learns at "
+                                       "layer_decay ** (L + 1 - i) times the rate (1: off, the paper's)."}
+    )
     adam_beta1: float = 0.9
     adam_beta2: float = 0.999
     adam_epsilon: float = 1e-8
@@ -141,6 +145,8 @@ class TrainingLoopArguments(DataArguments):
                      "checkpoints_total_limit", "logging_steps"):
             if getattr(self, name) < 1:
                 raise ValueError(f"--{name} must be >= 1, got {getattr(self, name)}.")
+        if not 0 < self.layer_decay <= 1:
+            raise ValueError(f"--layer_decay must be in (0, 1], got {self.layer_decay}.")
         for name in ("num_train_epochs", "warmup_epochs", "weight_decay", "min_learning_rate"):
             if getattr(self, name) < 0:
                 raise ValueError(f"--{name} must be >= 0, got {getattr(self, name)}.")

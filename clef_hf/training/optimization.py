@@ -2,6 +2,7 @@
 floor (1e-6 in the paper), counted in optimizer steps."""
 
 import math
+import re
 
 import torch
 from transformers import get_cosine_with_min_lr_schedule_with_warmup
@@ -17,25 +18,55 @@ def text_parameter_names(model: torch.nn.Module) -> set[str]:
     }
 
 
+_VISION_LAYER = re.compile(r"vision_model\.encoder\.layers\.(\d+)\.")
+_VISION_STEM = ("vision_model.embeddings.", "vision_model.pre_layrnorm.")
+
+
+def vision_layer_scales(model: torch.nn.Module, layer_decay: float) -> dict[str, float]:
+    """Layer-wise learning-rate decay of the image encoder (as BEiT and MAE fine-tune ViTs): parameter name -> the
+    factor `layer_decay ** (L + 1 - i)` for the parameters of layer i (the patch and position embeddings are layer 0,
+    the L transformer layers 1..L); the post-layernorm, the projection, the text side and any head keep 1.
+
+    With `layer_decay=1` every factor is 1. A smaller value moves the layers near the pixels less, keeping more of a
+    pre-trained start: what stage 0 learned from hundreds of identities is not overwritten by a few.
+    """
+    names = [name for name, _ in model.named_parameters()]
+    layers = [int(match.group(1)) for name in names if (match := _VISION_LAYER.search(name))]
+    depth = max(layers) + 1 if layers else 0
+    scales = {}
+    for name in names:
+        match = _VISION_LAYER.search(name)
+        if match:
+            layer = int(match.group(1)) + 1
+        elif any(stem in name for stem in _VISION_STEM):
+            layer = 0
+        else:
+            continue
+        scales[name] = layer_decay ** (depth + 1 - layer)
+    return scales
+
+
 def make_optimizer(model: torch.nn.Module, args: TrainingLoopArguments) -> torch.optim.AdamW:
-    """AdamW over the trainable parameters, with the text side at `text_learning_rate_factor` times the rate.
+    """AdamW over the trainable parameters, with the text side at `text_learning_rate_factor` times the rate and the
+    image encoder's layers at `layer_decay` powers of it ([`vision_layer_scales`]).
 
     Biases, layer norms, embeddings of positions and classes and the logit scale get no weight decay (as in CLIP).
     """
     text_names = text_parameter_names(model)
-    groups: dict[tuple[bool, bool], list[torch.nn.Parameter]] = {}
+    layer_scales = vision_layer_scales(model, args.layer_decay)
+    groups: dict[tuple[bool, bool, float], list[torch.nn.Parameter]] = {}
     for name, parameter in model.named_parameters():
         if not parameter.requires_grad:
             continue
         no_decay = parameter.ndim < 2 or "embedding" in name or name.endswith("logit_scale")
-        groups.setdefault((name in text_names, no_decay), []).append(parameter)
+        groups.setdefault((name in text_names, no_decay, layer_scales.get(name, 1.0)), []).append(parameter)
     param_groups = [
         {
             "params": parameters,
-            "lr": args.learning_rate * (args.text_learning_rate_factor if is_text else 1.0),
+            "lr": args.learning_rate * scale * (args.text_learning_rate_factor if is_text else 1.0),
             "weight_decay": 0.0 if no_decay else args.weight_decay,
         }
-        for (is_text, no_decay), parameters in sorted(groups.items())
+        for (is_text, no_decay, scale), parameters in sorted(groups.items(), key=lambda item: (*item[0][:2], -item[0][2]))
     ]
     return torch.optim.AdamW(
         param_groups, lr=args.learning_rate, betas=(args.adam_beta1, args.adam_beta2), eps=args.adam_epsilon
@@ -85,4 +116,4 @@ def make_scheduler(
     return torch.optim.lr_scheduler.LambdaLR(optimizer, factor)
 
 
-__all__ = ["make_optimizer", "make_scheduler", "text_parameter_names", "training_steps"]
+__all__ = ["make_optimizer", "make_scheduler", "text_parameter_names", "training_steps", "vision_layer_scales"]
