@@ -185,8 +185,8 @@ def child(options: argparse.Namespace) -> dict:
     model.logit_scale.requires_grad_(False)
     network = ContrastiveFeatures(model).to(device).train()
     optimizer = make_optimizer(network, SimpleNamespace(learning_rate=1e-4, text_learning_rate_factor=1.0,
-                                                        weight_decay=0.01, adam_beta1=0.9, adam_beta2=0.999,
-                                                        adam_epsilon=1e-8))
+                                                        layer_decay=1.0, weight_decay=0.01, adam_beta1=0.9,
+                                                        adam_beta2=0.999, adam_epsilon=1e-8))
     descriptions = [activity.description for activity in BP4D_ACTIVITIES.values()]
     tokens = tokenizer(fill_template(config.activity_templates[0], descriptions), padding=True, return_tensors="pt")
     generator = torch.Generator().manual_seed(0)

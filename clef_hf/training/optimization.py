@@ -46,6 +46,11 @@ def vision_layer_scales(model: torch.nn.Module, layer_decay: float) -> dict[str,
     return scales
 
 
+def _full_rate_first(item) -> tuple:
+    (is_text, no_decay, scale), _ = item
+    return is_text, no_decay, -scale
+
+
 def make_optimizer(model: torch.nn.Module, args: TrainingLoopArguments) -> torch.optim.AdamW:
     """AdamW over the trainable parameters, with the text side at `text_learning_rate_factor` times the rate and the
     image encoder's layers at `layer_decay` powers of it ([`vision_layer_scales`]).
@@ -66,7 +71,8 @@ def make_optimizer(model: torch.nn.Module, args: TrainingLoopArguments) -> torch
             "lr": args.learning_rate * scale * (args.text_learning_rate_factor if is_text else 1.0),
             "weight_decay": 0.0 if no_decay else args.weight_decay,
         }
-        for (is_text, no_decay, scale), parameters in sorted(groups.items(), key=lambda item: (*item[0][:2], -item[0][2]))
+        # the full-rate group first, so that the logged rate (`get_last_lr()[0]`) is the peak one
+        for (is_text, no_decay, scale), parameters in sorted(groups.items(), key=_full_rate_first)
     ]
     return torch.optim.AdamW(
         param_groups, lr=args.learning_rate, betas=(args.adam_beta1, args.adam_beta2), eps=args.adam_epsilon
