@@ -1,7 +1,7 @@
 """Stage 2's recipe from a pre-trained start (docs/diagnosis.md, section 10): the demo's stage-0 model fine-tuned with
 one change per row, the demo's data, budget and head; validation and test figures (the choice reads validation only).
 
-Needs `make demo`'s outputs (its stage 0 and data cache). One torch thread; about a minute per row and task.
+Needs `make demo`'s outputs (its stage 0 and data cache). One torch thread; 30-45 s per row and task on one core.
 
     python benchmarks/stage2_recipes.py --rows demo layer-decay-0.6 --tasks au expression --output rows.json
 """
@@ -26,9 +26,6 @@ ROWS = {
     "lr-2e-3": {"learning_rate": 2e-3},
     "layer-decay-0.8": {"layer_decay": 0.8},
     "layer-decay-0.6": {"layer_decay": 0.6},
-    "layer-decay-0.6-lr-2e-3": {"layer_decay": 0.6, "learning_rate": 2e-3},
-    "weight-decay-0.2": {"weight_decay": 0.2},
-    "no-colour-jitter": {"color_jitter": 0.0},
 }
 
 

@@ -27,23 +27,17 @@ def vision_layer_scales(model: torch.nn.Module, layer_decay: float) -> dict[str,
     factor `layer_decay ** (L + 1 - i)` for the parameters of layer i (the patch and position embeddings are layer 0,
     the L transformer layers 1..L); the post-layernorm, the projection, the text side and any head keep 1.
 
-    With `layer_decay=1` every factor is 1. A smaller value moves the layers near the pixels less, keeping more of a
-    pre-trained start: what stage 0 learned from hundreds of identities is not overwritten by a few.
+    With `layer_decay=1` every factor is 1. A smaller value moves the layers near the pixels less, to keep more of a
+    pre-trained start (on the demo's stage 0 it cost validation F1: docs/diagnosis.md, section 10).
     """
-    names = [name for name, _ in model.named_parameters()]
-    layers = [int(match.group(1)) for name in names if (match := _VISION_LAYER.search(name))]
-    depth = max(layers) + 1 if layers else 0
-    scales = {}
-    for name in names:
-        match = _VISION_LAYER.search(name)
-        if match:
-            layer = int(match.group(1)) + 1
+    layers = {}  # parameter name -> its layer, 0 (stem) to L
+    for name, _ in model.named_parameters():
+        if match := _VISION_LAYER.search(name):
+            layers[name] = int(match.group(1)) + 1
         elif any(stem in name for stem in _VISION_STEM):
-            layer = 0
-        else:
-            continue
-        scales[name] = layer_decay ** (depth + 1 - layer)
-    return scales
+            layers[name] = 0
+    depth = max(layers.values(), default=0)
+    return {name: layer_decay ** (depth + 1 - layer) for name, layer in layers.items()}
 
 
 def _full_rate_first(item) -> tuple:
