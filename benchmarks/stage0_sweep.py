@@ -23,7 +23,8 @@ from clef_hf.training.finetune import finetune
 from clef_hf.training.pretrain import pretrain
 from clef_hf.training.recipes import SYNTHFACES_FINETUNING, SYNTHFACES_MODEL_CONFIG, SYNTHFACES_RECIPE
 
-#: Row name -> (stage-0 optimizer steps, batch size, subjects, frames per activity); every row but the last sees 19,200 faces.
+#: Row name -> (stage-0 optimizer steps, batch size, subjects, frames per activity[, learning rate]); the first five
+#: rows see 19,200 faces; without a rate a row uses the recipe's (`SYNTHFACES_RECIPE`, 1e-3).
 ROWS = {
     "bs32-150x16": (4000, 32, 150, 16),
     "bs32-300x8": (4000, 32, 300, 8),
@@ -31,6 +32,11 @@ ROWS = {
     "bs64-300x8": (2500, 64, 300, 8),  # the demo's stage 0 (MainJobOptions)
     "bs128-150x16": (1250, 128, 150, 16),
     "bs64-300x8-1500": (1500, 64, 300, 8),  # the same faces, 60% of the steps
+    "bs64-300x8-2000": (2000, 64, 300, 8),  # the demo's stage 0 since the 15-minute cut (MainJobOptions)
+    "bs64-300x8-2000-lr5e-4": (2000, 64, 300, 8, 5e-4),
+    "bs64-300x8-2000-lr2e-3": (2000, 64, 300, 8, 2e-3),
+    "bs64-300x8-2000-lr2.5e-4": (2000, 64, 300, 8, 2.5e-4),
+    "bs64-300x8-2000-lr1.25e-4": (2000, 64, 300, 8, 1.25e-4),
 }
 DATA = {"num_subjects": 28, "num_validation_subjects": 4, "num_test_subjects": 4, "frames_per_activity": 16, "seed": 0}
 
@@ -38,7 +44,8 @@ DATA = {"num_subjects": 28, "num_validation_subjects": 4, "num_test_subjects": 4
 def run_row(name: str, work_dir: str, cache_dir: str, finetuning_epochs: list[float]) -> dict:
     """Stage 0 of row `name` (read back when `work_dir/name/stage0/model` holds a finished one, e.g. the demo's
     `outputs/demo/stage0` linked there), then the I head for both tasks at each of `finetuning_epochs`."""
-    steps, batch, subjects, frames = ROWS[name]
+    steps, batch, subjects, frames, *rate = ROWS[name]
+    recipe = {**SYNTHFACES_RECIPE, **({"learning_rate": rate[0]} if rate else {})}
     started = time.perf_counter()
     stage0_dir = os.path.join(work_dir, name, "stage0")
     model_dir = os.path.join(stage0_dir, "model")
@@ -49,10 +56,10 @@ def run_row(name: str, work_dir: str, cache_dir: str, finetuning_epochs: list[fl
                                         "frames_per_activity": frames, "seed": 0}),
             cache_dir=cache_dir, num_proc=1, num_train_epochs=1.0, max_steps=steps,
             pretraining_losses="image_text", config_file=SYNTHFACES_MODEL_CONFIG, report_to="none",
-            **{**SYNTHFACES_RECIPE, "per_device_train_batch_size": batch, "seed": 0, "logging_steps": 100,
+            **{**recipe, "per_device_train_batch_size": batch, "seed": 0, "logging_steps": 100,
                "checkpointing_steps": 10**6},
         ))["model_dir"]
-    row = {"row": name, "steps": steps, "batch": batch, "subjects": subjects, "frames_per_activity": frames,
+    row = {"row": name, "steps": steps, "batch": batch, "learning_rate": recipe["learning_rate"], "subjects": subjects, "frames_per_activity": frames,
            "stage0_seconds": round(time.perf_counter() - started, 1)}
     for epochs in finetuning_epochs:
         for task, key in (("au", "mean_f1"), ("expression", "accuracy")):

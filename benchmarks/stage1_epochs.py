@@ -24,7 +24,11 @@ from clef_hf.training.recipes import SYNTHFACES_FINETUNING, SYNTHFACES_RECIPE
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--epochs", type=float, default=8.0, help="stage-1 epochs")
+    parser.add_argument("--learning_rate", type=float, default=SYNTHFACES_RECIPE["learning_rate"],
+                        help="stage 1's peak rate (the demo's: the recipe's)")
     parser.add_argument("--demo_dir", default="outputs/demo", help="the demo's output folder")
+    parser.add_argument("--stage0_model", default=None,
+                        help="the stage-0 model stage 1 starts from (default: the demo's, DEMO_DIR/stage0/model)")
     args = parser.parse_args()
     torch.set_num_threads(1)
     options = MainJobOptions(output_dir=args.demo_dir)
@@ -34,9 +38,11 @@ def main() -> None:
         stage1 = pretrain(PretrainingArguments(
             output_dir=os.path.join(work_dir, "stage1"), dataset="synthfaces",
             dataset_options=json.dumps(options.data_options), cache_dir=cache_dir, num_proc=1,
-            num_train_epochs=args.epochs, model_name_or_path=os.path.join(args.demo_dir, "stage0", "model"),
-            report_to="none", **common))
-        row = {"stage1_epochs": args.epochs, "stage1_losses": _read_training_losses(os.path.join(work_dir, "stage1"))}
+            num_train_epochs=args.epochs,
+            model_name_or_path=args.stage0_model or os.path.join(args.demo_dir, "stage0", "model"),
+            report_to="none", **{**common, "learning_rate": args.learning_rate}))
+        row = {"stage1_epochs": args.epochs, "stage1_learning_rate": args.learning_rate,
+               "stage1_losses": _read_training_losses(os.path.join(work_dir, "stage1"))}
         for task, key in (("au", "mean_f1"), ("expression", "accuracy")):
             result = finetune(FineTuningArguments(
                 output_dir=os.path.join(work_dir, task), task=task, components="I",

@@ -30,8 +30,12 @@ def parse_options() -> StudyOptions:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--output_dir", default=defaults.output_dir)
     parser.add_argument("--seeds", type=int, nargs="+", default=list(defaults.seeds))
-    parser.add_argument("--stage0_epochs", type=float, default=defaults.stage0_epochs,
-                        help="epochs of each seed's stage-0 run; 0 starts every run from the random initialisation")
+    parser.add_argument("--stage0_steps", type=int, default=defaults.stage0_steps,
+                        help="optimizer steps of each seed's stage-0 run (the demo's); 0 starts every run from the "
+                             "random initialisation")
+    parser.add_argument("--stage0_model", default=None,
+                        help="a finished stage-0 model every seed starts from instead of its own stage 0, e.g. the "
+                             "demo's outputs/demo/stage0/model")
     parser.add_argument("--pretraining_epochs", type=float, default=defaults.pretraining_epochs)
     parser.add_argument("--finetuning_epochs", type=float, default=defaults.finetuning_epochs)
     parser.add_argument("--pretraining", nargs="+", choices=PRETRAINING_VARIANTS,
@@ -41,15 +45,19 @@ def parse_options() -> StudyOptions:
     parser.add_argument("--no_cl_ile", action="store_true", help="leave CL-ILE out")
     parser.add_argument("--emoco_queue_size", type=int, default=defaults.emoco_queue_size)
     parser.add_argument("--emoco_momentum", type=float, default=defaults.emoco_momentum)
+    parser.add_argument("--workers", type=int, default=defaults.workers,
+                        help="runs side by side, each in its own process with --worker_threads torch threads")
+    parser.add_argument("--worker_threads", type=int, default=defaults.worker_threads)
     parser.add_argument("--keep_checkpoints", action="store_true", help="keep each finished run's training state")
     parser.add_argument("--quick", action="store_true", help="a tiny data set, 4 steps per run, one seed (smoke test)")
     args = parser.parse_args()
     options = StudyOptions(
-        output_dir=args.output_dir, seeds=args.seeds, stage0_epochs=args.stage0_epochs,
+        output_dir=args.output_dir, seeds=args.seeds, stage0_steps=args.stage0_steps, stage0_model=args.stage0_model,
         pretraining_epochs=args.pretraining_epochs,
         finetuning_epochs=args.finetuning_epochs, pretraining_variants=args.pretraining, components=args.components,
         tasks=args.tasks, include_cl_ile=not args.no_cl_ile, emoco_queue_size=args.emoco_queue_size,
         emoco_momentum=args.emoco_momentum, keep_checkpoints=args.keep_checkpoints,
+        workers=args.workers, worker_threads=args.worker_threads,
     )
     return quick_options(options) if args.quick else options
 

@@ -37,6 +37,7 @@ from clef_hf.training.ablation import (  # noqa: E402
     study_plan,
     summarize,
 )
+from clef_hf.training.main_job import MainJobOptions  # noqa: E402
 from clef_hf.training.recipes import SYNTHFACES_RECIPE  # noqa: E402
 
 METRIC = {"au": "mean_f1", "expression": "accuracy"}
@@ -137,15 +138,30 @@ def test_the_default_plan_pretrains_once_per_variant_and_seed_and_shares_it_acro
 
 
 def test_without_stage0_the_none_rows_start_from_the_random_initialisation():
-    plan = study_plan(StudyOptions(stage0_epochs=0, seeds=(0,)))
+    plan = study_plan(StudyOptions(stage0_steps=0, seeds=(0,)))
     assert not [run for run in plan if run.kind == "stage0"]
     assert {run.pretraining for run in plan if run.init_from is None} == {"none", "self_supervised", "image_activity",
                                                                            "emoco"}
 
 
+def test_a_given_stage0_model_is_every_seeds_start_and_replaces_the_stage0_runs(tmp_path):
+    given = tmp_path / "stage0" / "model"
+    given.mkdir(parents=True)
+    (given / "config.json").write_text("{}")
+    options = StudyOptions(stage0_model=str(given), seeds=(0, 1))
+    plan = study_plan(options)
+    assert not [run for run in plan if run.kind == "stage0"]
+    starts = {run.init_from for run in plan if run.kind == "pretrain" or run.pretraining == "none"}
+    assert starts == {str(given)}
+    with pytest.raises(ValueError, match="not from its seed's stage 0"):
+        check_plan(plan)  # without the given model, a start from outside the plan is foreign
+    with pytest.raises(ValueError, match="no config.json"):
+        StudyOptions(stage0_model=str(tmp_path / "missing"))
+
+
 def test_every_method_gets_the_same_budget():
     plan = study_plan(StudyOptions(pretraining_epochs=8, finetuning_epochs=10))
-    assert {(run.num_train_epochs, run.max_steps) for run in plan if run.kind == "stage0"} == {(3, -1)}
+    assert {(run.num_train_epochs, run.max_steps) for run in plan if run.kind == "stage0"} == {(1.0, 2000)}
     assert {(run.num_train_epochs, run.max_steps) for run in plan if run.kind == "pretrain"} == {(8, -1)}
     assert {(run.num_train_epochs, run.max_steps) for run in plan if run.kind == "finetune"} == {(10, -1)}
     cl_ile = [run for run in plan if run.objective == "cl_ile"]
@@ -195,7 +211,7 @@ def test_subsets_and_quick_mode():
     quick = quick_options(options)
     assert quick.seeds == (3,) and quick.max_steps == 4 and quick.dataset_options == QUICK_DATASET_OPTIONS
     assert QUICK_DATASET_OPTIONS["num_validation_subjects"] == 1  # a validation split to pick the epoch on
-    assert quick.stage0_dataset_options == QUICK_STAGE0_DATASET_OPTIONS and quick.stage0_epochs == 3.0
+    assert quick.stage0_dataset_options == QUICK_STAGE0_DATASET_OPTIONS and quick.stage0_steps == 2000
     assert {run.max_steps for run in study_plan(quick)} == {4}
     assert [run.kind for run in study_plan(quick)] == ["stage0", "pretrain", "finetune", "finetune"]
     assert options.max_steps == -1 and options.seeds == (3, 4)  # unchanged
@@ -268,7 +284,9 @@ def test_a_run_that_does_not_start_from_its_seeds_stage0_is_refused(kind, start)
     ({"tasks": ("va",)}, "tasks must be among"),
     ({"max_steps": 0}, "max_steps"),
     ({"finetuning_epochs": 0}, "must be > 0"),
-    ({"stage0_epochs": -1}, "stage0_epochs must be >= 0"),
+    ({"stage0_steps": -1}, "stage0_steps must be >= 0"),
+    ({"stage0_batch_size": 0}, "stage0_batch_size >= 1"),
+    ({"workers": 0}, "workers and worker_threads must be >= 1"),
     ({"pretraining_variants": ("none",), "cl_ile_pretraining": "emoco"}, "cl_ile_pretraining"),
 ])
 def test_study_options_are_validated(changes, message):
@@ -287,9 +305,9 @@ def test_training_arguments_of_the_runs():
     assert (stage0.pretraining_losses, stage0.config_file, stage0.model_name_or_path) == (
         "image_text", MODEL_CONFIG, None)  # stage 0 alone starts from the model config
     assert stage0.model_output_dir == stage0_model and stage0.output_dir == os.path.join("out", "seed1", "stage0")
-    assert json.loads(stage0.dataset_options) == STAGE0_DATASET_OPTIONS == {
-        "first_subject": 1000, "num_subjects": 150, "num_test_subjects": 0, "frames_per_activity": 6}
-    assert stage0.per_device_train_batch_size == 64 and stage0.num_train_epochs == 3.0
+    assert json.loads(stage0.dataset_options) == STAGE0_DATASET_OPTIONS == MainJobOptions().stage0_data_options
+    assert stage0.per_device_train_batch_size == MainJobOptions().stage0_batch_size == 64
+    assert (stage0.num_train_epochs, stage0.max_steps) == (1.0, MainJobOptions().stage0_steps)  # the demo's stage 0
     emoco = pretraining_arguments(plan["pretrain-emoco"], options)
     assert (emoco.pretraining_losses, emoco.emoco_queue_size, emoco.emoco_momentum) == ("emoco", 256, 0.95)
     assert (emoco.config_file, emoco.model_name_or_path) == (None, stage0_model)
@@ -345,7 +363,7 @@ def test_pretrain_records_keep_their_kind():
     result = {"global_step": 40, "train_loss": 2.5}
     stage0, pre = pretrain_record(plan["stage0"], result, 1.0), pretrain_record(plan["pretrain-emoco"], result, 1.0)
     assert (stage0["kind"], stage0["pretraining"], stage0["num_train_epochs"], stage0["model_dir"]) == (
-        "stage0", "stage0", 3.0, "outputs/study/seed1/stage0/model")
+        "stage0", "stage0", 1.0, "outputs/study/seed1/stage0/model")
     assert (pre["kind"], pre["pretraining"], pre["num_train_epochs"]) == ("pretrain", "emoco", 2.0)
 
 
@@ -378,7 +396,7 @@ def test_finished_runs_are_read_back_and_a_changed_budget_is_refused(tmp_path):
         json.dump(pretrain_record(stage0, {"global_step": 9}, 5.0), file)
     assert cached_record(stage0)["global_step"] == 9
     with pytest.raises(ValueError, match="another output_dir"):
-        cached_record(replace(stage0, num_train_epochs=1.0))
+        cached_record(replace(stage0, max_steps=1500))
 
     with open(os.path.join(tuned.output_dir, RECORD_FILE), "w") as file:
         json.dump({**record, "seconds": 33.0}, file)
@@ -394,7 +412,7 @@ def test_summarize_gives_mean_and_std_over_seeds_in_the_table_order():
     records = records_of(StudyOptions(finetuning_epochs=10, seeds=(0, 1)))
     summary = summarize(records)
     assert summary["seeds"] == [0, 1]
-    assert summary["budget"] == {"stage0_epochs": 3.0, "pretraining_epochs": 2.0, "finetuning_epochs": 10.0,
+    assert summary["budget"] == {"stage0_steps": 2000, "pretraining_epochs": 2.0, "finetuning_epochs": 10.0,
                                  "max_steps": -1}
     assert [(row["kind"], row["pretraining"], row["method"]) for row in summary["rows"]] == [
         ("clef", variant, components)
@@ -432,7 +450,10 @@ def test_summarize_refuses_mixed_budgets_and_duplicate_seeds():
     with pytest.raises(ValueError, match="different budgets"):
         summarize(records[:index] + [{**records[index], "num_train_epochs": 4.0}] + records[index + 1:])
     with pytest.raises(ValueError, match="different max_steps"):
-        summarize([{**record, "max_steps": 7} if record["kind"] == "stage0" else record for record in records])
+        summarize([{**record, "max_steps": 7} if record["kind"] == "pretrain" else record for record in records])
+    # stage 0's steps are its own budget, not the cap of the other runs
+    assert summarize([{**record, "max_steps": 7} if record["kind"] == "stage0" else record
+                      for record in records])["budget"]["stage0_steps"] == 7
     with pytest.raises(ValueError, match="Two records"):
         summarize(records + [records[-1]])
     with pytest.raises(ValueError, match="No fine-tuning"):
@@ -443,7 +464,7 @@ def test_format_table_is_table_6():
     summary = summarize(records_of(StudyOptions(finetuning_epochs=10, seeds=(0, 1))))
     lines = format_table(summary).splitlines()
     assert lines[0] == ("Table 6 on synthfaces, test subjects (epochs and AU thresholds chosen on validation "
-                        "subjects): mean ± std over seeds 0, 1. Same budget for every method: 3 stage-0 epochs "
+                        "subjects): mean ± std over seeds 0, 1. Same budget for every method: 2000 stage-0 steps "
                         "(image-caption loss, other subjects) for every start and 2 pre-training epochs and 10 "
                         "fine-tuning epochs.")
     assert lines[1] == ""
@@ -478,7 +499,7 @@ def test_format_table_states_a_step_cap_and_marks_rows_with_missing_seeds():
     table = format_table(summarize(records))
     assert table.splitlines()[0] == ("Table 6 on synthfaces, test subjects (epochs and AU thresholds chosen on "
                                      "validation subjects): mean ± std over seeds 0, 1. Same budget for every method: "
-                                     "3 stage-0 epochs (image-caption loss, other subjects) for every start and 10 "
+                                     "4 stage-0 steps (image-caption loss, other subjects) for every start and 10 "
                                      "fine-tuning epochs, each run capped at 4 optimizer steps.")
     without_stage0 = [record for record in records if record["kind"] != "stage0"]
     assert format_table(summarize(without_stage0)).splitlines()[0].endswith(
@@ -582,7 +603,7 @@ def test_a_tiny_study_runs_writes_its_table_and_resumes_without_retraining(tmp_p
 
     options = quick_options(StudyOptions(output_dir=str(tmp_path), seeds=(0,), pretraining_variants=("none", "emoco"),
                                          components=("I",), tasks=("au",)))
-    options = replace(options, max_steps=2, emoco_queue_size=8)
+    options = replace(options, max_steps=2, emoco_queue_size=8, workers=2)  # two worker processes train the runs
     summary = run_study(options)
     labels = [row["label"] for row in summary["rows"]]
     assert labels == ["none I", "EmoCo I", "CL-ILE", "trivial: all AUs present"]
@@ -591,13 +612,13 @@ def test_a_tiny_study_runs_writes_its_table_and_resumes_without_retraining(tmp_p
         ("stage0", "stage0"), ("finetune", "finetune-none-I-au"), ("pretrain", "pretrain-emoco"),
         ("finetune", "finetune-emoco-I-au"), ("finetune", "finetune-none-cl_ile-au")]
     assert all(record["global_step"] == 2 for record in results["records"])
-    assert summary["budget"]["stage0_epochs"] == 3.0
+    assert summary["budget"]["stage0_steps"] == 2 and summary["stage0_model"] is None
     for record in [record for record in results["records"] if record["kind"] == "finetune"]:
         assert isinstance(record["value"], float) and isinstance(record["validation"], float)
     for name in ("finetune-none-I-au", "finetune-emoco-I-au"):  # picked on validation, tested once on test
         saved = json.loads((tmp_path / "seed0" / name / "all_results.json").read_text())
         assert (saved["eval_split"], saved["test_split"]) == ("validation", "test")
-    assert "stage-0 epochs" in (tmp_path / "table.md").read_text()
+    assert "2 stage-0 steps" in (tmp_path / "table.md").read_text()
     assert "| EmoCo | ✓ |  |  |" in (tmp_path / "table.md").read_text()
     finished = {path: path.stat().st_mtime_ns for path in tmp_path.glob("seed0/*/all_results.json")}
     assert len(finished) == 3
@@ -606,7 +627,7 @@ def test_a_tiny_study_runs_writes_its_table_and_resumes_without_retraining(tmp_p
 
     AcceleratorState._reset_state(True)
     GradientState._reset_state()
-    assert run_study(options) == summary  # everything read back, nothing trained again
+    assert run_study(replace(options, workers=1)) == summary  # everything read back here, nothing trained again
     assert {path: path.stat().st_mtime_ns for path in finished} == finished
     assert {path: path.stat().st_mtime_ns for path in models} == models
     assert all(record["cached"] for record in json.loads((tmp_path / "results.json").read_text())["records"])

@@ -3,7 +3,7 @@
 Four pre-training variants, each fine-tuned with Table 6's three fine-tuning components, for AUs and for expressions,
 over several seeds, plus CL-ILE (Lian et al., BMVC 2023) as a second AU method:
 
-- pre-training: `none` (fine-tuning starts from the seed's stage-0 model, or with `stage0_epochs=0` from the random
+- pre-training: `none` (fine-tuning starts from the seed's stage-0 model, or with `stage0_steps=0` from the random
   initialisation of `configs/demo_model.json`, drawn from the run's seed), `self_supervised` (SimCLR-style: an
   image's two views are its only positives), `image_activity`
   (CLEF's activity pre-training, Eq. 2, Table 6's PA) and `emoco` (EmoCo, Sun et al., FG 2021);
@@ -12,8 +12,10 @@ over several seeds, plus CL-ILE (Lian et al., BMVC 2023) as a second AU method:
 - tasks: `au` (mean AU F1 on the test subjects) and `expression` (accuracy on the test subjects);
 - CL-ILE: its stage I then stage II, for AUs only (it has no expression loss), from no pre-training by default.
 
-Every run starts, as the paper's do from FaRL, from one stage-0 model per seed (the image-caption loss on captioned
-faces of other subjects, `stage0_epochs`; 0 starts from the random initialisation instead). Model selection is honest:
+Every run starts, as the paper's do from FaRL, from one stage-0 model per seed: the demo's stage 0 (the image-caption
+loss on captioned faces of other subjects, the same faces, batch and `stage0_steps` as `MainJobOptions`, so seed 0's
+stage 0 is the demo's), or a finished stage-0 model given as `stage0_model` (e.g. the demo's `outputs/demo/stage0/model`),
+or with `stage0_steps=0` the random initialisation. Model selection is honest:
 the synthfaces split has train, validation and test subjects; the best epoch (and the AU threshold) of every
 fine-tuning run is picked on the validation subjects, and the test subjects are read once, for the table.
 
@@ -41,6 +43,7 @@ from dataclasses import asdict, dataclass, field, replace
 from .arguments import COMPONENTS, FineTuningArguments, PretrainingArguments
 from .checkpointing import CHECKPOINTS_DIR
 from .finetune import finetune
+from .main_job import MainJobOptions, job_executor
 from .pretrain import pretrain
 from .recipes import SYNTHFACES_FINETUNING, SYNTHFACES_MODEL_CONFIG, SYNTHFACES_RECIPE
 
@@ -67,8 +70,10 @@ DEFAULT_DATASET_OPTIONS = {"num_subjects": 28, "num_validation_subjects": 4, "nu
                            "frames_per_activity": 16}
 QUICK_DATASET_OPTIONS = {"num_subjects": 6, "num_validation_subjects": 1, "num_test_subjects": 2,
                          "frames_per_activity": 3}
-#: The stage-0 captioned faces: subjects 1000 on, disjoint from every fine-tuning, validation and test subject.
-STAGE0_DATASET_OPTIONS = {"first_subject": 1000, "num_subjects": 150, "num_test_subjects": 0, "frames_per_activity": 6}
+#: The stage-0 captioned faces: subjects 1000 on, disjoint from every fine-tuning, validation and test subject; the
+#: demo's (`MainJobOptions.stage0_data_options` with seed 0).
+DEMO_OPTIONS = MainJobOptions()
+STAGE0_DATASET_OPTIONS = DEMO_OPTIONS.stage0_data_options
 QUICK_STAGE0_DATASET_OPTIONS = {"first_subject": 1000, "num_subjects": 4, "num_test_subjects": 0,
                                 "frames_per_activity": 2}
 #: The pre-training variant name of the stage-0 runs.
@@ -87,8 +92,12 @@ class StudyOptions:
     Args:
         output_dir (`str`): The study's folder: one sub-folder per seed and run, `results.json` and `table.md`.
         seeds (`tuple[int]`): The seeds; every run is repeated with each.
-        stage0_epochs (`float`): The epochs of each seed's stage-0 run (image-caption loss); 0: no stage 0, every run
-            starts from the random initialisation.
+        stage0_steps (`int`): The optimizer steps of each seed's stage-0 run (image-caption loss, batch
+            `stage0_batch_size`); the demo's 2000 by default; 0: no stage 0, every run starts from the random
+            initialisation.
+        stage0_batch_size (`int`): Stage 0's batch (the demo's 64).
+        stage0_model (`str`, *optional*): A finished stage-0 model folder every seed starts from instead of training
+            its own (e.g. the demo's `outputs/demo/stage0/model`); the study then has no stage-0 runs.
         stage0_dataset_options (`dict`): Options of the `synthfaces` builder for the stage-0 captioned faces.
         pretraining_epochs (`float`): The epochs of every pre-training run.
         finetuning_epochs (`float`): The epochs of every fine-tuning run (CL-ILE's two stages together).
@@ -105,11 +114,16 @@ class StudyOptions:
         logging_steps (`int`), num_proc (`int`): Passed to the training arguments.
         checkpointing_steps (`int`): Large by default: runs are short, and a run without `all_results.json` is redone.
         keep_checkpoints (`bool`): Keep each finished run's training state (`checkpoints/`); off to save disk.
+        workers (`int`), worker_threads (`int`): Runs side by side in `workers` processes of `worker_threads` torch
+            threads each (`main_job.job_executor`); 1 runs everything in this process. Every run is seeded, so its
+            figures do not depend on the worker that runs it.
     """
 
     output_dir: str = "outputs/study"
     seeds: tuple = (0, 1, 2)
-    stage0_epochs: float = 3.0
+    stage0_steps: int = DEMO_OPTIONS.stage0_steps
+    stage0_batch_size: int = DEMO_OPTIONS.stage0_batch_size
+    stage0_model: str | None = None
     stage0_dataset_options: dict = field(default_factory=lambda: dict(STAGE0_DATASET_OPTIONS))
     pretraining_epochs: float = 2.0
     finetuning_epochs: float = 10.0
@@ -127,6 +141,8 @@ class StudyOptions:
     num_proc: int = 2
     checkpointing_steps: int = 10**6
     keep_checkpoints: bool = False
+    workers: int = 2
+    worker_threads: int = 1
 
     def __post_init__(self) -> None:
         for name in ("seeds", "pretraining_variants", "components", "tasks"):
@@ -137,8 +153,14 @@ class StudyOptions:
         _check_subset("tasks", self.tasks, TASKS)
         if self.pretraining_epochs <= 0 or self.finetuning_epochs <= 0:
             raise ValueError("pretraining_epochs and finetuning_epochs must be > 0.")
-        if self.stage0_epochs < 0:
-            raise ValueError(f"stage0_epochs must be >= 0 (0: no stage 0), got {self.stage0_epochs}.")
+        if self.stage0_steps < 0 or self.stage0_batch_size < 1:
+            raise ValueError(f"stage0_steps must be >= 0 (0: no stage 0) and stage0_batch_size >= 1, got "
+                             f"{self.stage0_steps} and {self.stage0_batch_size}.")
+        if self.stage0_model is not None and not os.path.isfile(os.path.join(self.stage0_model, "config.json")):
+            raise ValueError(f"stage0_model {self.stage0_model!r} is not a saved model folder (no config.json); "
+                             "give the `model` folder a stage-0 run wrote, e.g. outputs/demo/stage0/model.")
+        if self.workers < 1 or self.worker_threads < 1:
+            raise ValueError(f"workers and worker_threads must be >= 1, got {self.workers} and {self.worker_threads}.")
         if self.max_steps == 0 or self.max_steps < -1:
             raise ValueError(f"max_steps must be -1 (off) or > 0, got {self.max_steps}.")
         if self.include_cl_ile and self.cl_ile_pretraining not in ("none",) + self.pretraining_variants:
@@ -220,7 +242,7 @@ class StudyRun:
 
 
 def study_plan(options: StudyOptions) -> list[StudyRun]:
-    """The study's runs in execution order: per seed, its stage-0 run (if `stage0_epochs`), then per pre-training
+    """The study's runs in execution order: per seed, its stage-0 run (if `stage0_steps` and no `stage0_model`), then per pre-training
     variant its pre-training from stage 0 (unless `none`) and its fine-tuning runs (task by task, component by
     component); then CL-ILE for that seed.
 
@@ -230,10 +252,11 @@ def study_plan(options: StudyOptions) -> list[StudyRun]:
     plan = []
     for seed in options.seeds:
         seed_dir = os.path.join(options.output_dir, f"seed{seed}")
-        start = None
-        if options.stage0_epochs:
-            stage0 = StudyRun("stage0", seed, STAGE0, os.path.join(seed_dir, "stage0"), options.stage0_epochs,
-                              options.max_steps)
+        start = options.stage0_model
+        if options.stage0_steps and start is None:
+            # One pass over the captioned faces at most: the run stops after `stage0_steps` (or the smoke test's cap).
+            steps = options.max_steps if options.max_steps > 0 else options.stage0_steps
+            stage0 = StudyRun("stage0", seed, STAGE0, os.path.join(seed_dir, "stage0"), 1.0, steps)
             plan.append(stage0)
             start = stage0.model_dir
         model_dirs = {"none": start}
@@ -255,15 +278,16 @@ def study_plan(options: StudyOptions) -> list[StudyRun]:
                 "finetune", seed, variant, os.path.join(seed_dir, f"finetune-{variant}-cl_ile-au"),
                 options.finetuning_epochs, options.max_steps, "au", "I", "cl_ile", model_dirs[variant],
             ))
-    check_plan(plan)
+    check_plan(plan, options.stage0_model)
     return plan
 
 
-def check_plan(plan: list[StudyRun]) -> None:
+def check_plan(plan: list[StudyRun], stage0_model: str | None = None) -> None:
     """Raise a `ValueError` unless the plan is fair and consistent: one budget for all stage-0 runs, one for all
     pre-training runs, one for all fine-tuning runs, one pre-training per (variant, seed), every start model trained
     earlier in the plan with the same seed (a pre-training run and a `none` fine-tuning run start from their seed's
-    stage 0 when the plan has one), and one folder per run."""
+    stage 0 when the plan has one, else `stage0_model`, the given stage-0 model of every seed), and one folder per
+    run."""
     for kind in ("stage0", "pretrain", "finetune"):
         budgets = {(run.num_train_epochs, run.max_steps) for run in plan if run.kind == kind}
         if len(budgets) > 1:
@@ -279,9 +303,10 @@ def check_plan(plan: list[StudyRun]) -> None:
             stage0[run.seed] = run.model_dir
             continue
         if run.kind == "pretrain" or run.pretraining == "none":
-            if run.init_from != stage0.get(run.seed):
+            expected = stage0.get(run.seed, stage0_model)
+            if run.init_from != expected:
                 raise ValueError(f"{run.name} (seed {run.seed}) starts from {run.init_from}, not from its seed's "
-                                 f"stage 0 ({stage0.get(run.seed)}).")
+                                 f"stage 0 ({expected}).")
         if run.kind == "pretrain":
             if (run.pretraining, run.seed) in pretrained.values():
                 raise ValueError(f"{run.pretraining} is pre-trained twice with seed {run.seed}.")
@@ -313,7 +338,7 @@ def pretraining_arguments(run: StudyRun, options: StudyOptions) -> PretrainingAr
     if run.kind == "stage0":
         shared = {**_shared_arguments(run, options),
                   "dataset_options": json.dumps(options.stage0_dataset_options, sort_keys=True),
-                  "per_device_train_batch_size": 64}
+                  "per_device_train_batch_size": options.stage0_batch_size}
         return PretrainingArguments(pretraining_losses="image_text", config_file=options.model_config,
                                     model_output_dir=run.model_dir, **shared)
     emoco = ({"emoco_queue_size": options.emoco_queue_size, "emoco_momentum": options.emoco_momentum}
@@ -426,14 +451,21 @@ def run_study(options: StudyOptions) -> dict:
     (options, every run's record, the summary and the ordering checks) and `table.md` to `options.output_dir`.
 
     Returns:
-        `dict`: the summary of [`summarize`].
+        `dict`: the summary of [`summarize`], with `stage0_model` (the given stage-0 model, or `None`).
     """
     plan = study_plan(options)
-    records = []
-    for index, run in enumerate(plan, 1):
-        logger.info("== [%d/%d] seed %d: %s", index, len(plan), run.seed, run.name)
-        records.append(execute_run(run, options))
-    summary = summarize(records)
+    records = [None] * len(plan)
+    with job_executor(options.workers, options.worker_threads) as executor:
+        # A run starts only from the models of the kinds before its own, so each kind runs as one wave.
+        for kind in ("stage0", "pretrain", "finetune"):
+            jobs = {}
+            for index, run in enumerate(plan):
+                if run.kind == kind:
+                    logger.info("== [%d/%d] seed %d: %s", index + 1, len(plan), run.seed, run.name)
+                    jobs[index] = executor.submit(execute_run, run, options)
+            for index, job in jobs.items():
+                records[index] = job.result()
+    summary = {**summarize(records), "stage0_model": options.stage0_model}
     checks = ordering_checks(summary)
     _write_json(os.path.join(options.output_dir, "results.json"),
                 {"options": options.to_dict(), "records": records, "summary": summary, "ordering_checks": checks})
@@ -459,8 +491,9 @@ def study_budget(records: list[dict]) -> dict:
     kind do not share one.
 
     Returns:
-        `dict`: `{"stage0_epochs", "pretraining_epochs", "finetuning_epochs", "max_steps"}` (`stage0_epochs` and
-        `pretraining_epochs` are `None` without such runs; `max_steps` -1 when off).
+        `dict`: `{"stage0_steps", "pretraining_epochs", "finetuning_epochs", "max_steps"}` (`stage0_steps` and
+        `pretraining_epochs` are `None` without such runs; `max_steps`, the cap of the pre-training and fine-tuning
+        runs, -1 when off).
     """
     budgets = {}
     for kind in ("stage0", "pretrain", "finetune"):
@@ -468,10 +501,10 @@ def study_budget(records: list[dict]) -> dict:
         if len(found) > 1:
             raise ValueError(f"The {kind} runs have different budgets (epochs, max_steps): {sorted(found)}.")
         budgets[kind] = found.pop() if found else (None, None)
-    max_steps = {steps for _, steps in budgets.values() if steps is not None}
+    max_steps = {steps for kind, (_, steps) in budgets.items() if kind != "stage0" and steps is not None}
     if len(max_steps) > 1:
         raise ValueError(f"Pre-training and fine-tuning have different max_steps: {sorted(max_steps)}.")
-    return {"stage0_epochs": budgets["stage0"][0],
+    return {"stage0_steps": budgets["stage0"][1],
             "pretraining_epochs": budgets["pretrain"][0], "finetuning_epochs": budgets["finetune"][0],
             "max_steps": max_steps.pop() if max_steps else -1}
 
@@ -536,8 +569,10 @@ def format_cell(stats: dict | None, num_seeds: int) -> str:
 def _budget_line(summary: dict) -> str:
     budget, seeds = summary["budget"], summary["seeds"]
     parts = []
-    if budget.get("stage0_epochs") is not None:
-        parts.append(f"{budget['stage0_epochs']:g} stage-0 epochs (image-caption loss, other subjects) for every start")
+    if budget.get("stage0_steps") is not None:
+        parts.append(f"{budget['stage0_steps']} stage-0 steps (image-caption loss, other subjects) for every start")
+    elif summary.get("stage0_model"):
+        parts.append(f"one stage-0 model ({summary['stage0_model']}) for every start")
     if budget["pretraining_epochs"] is not None:
         parts.append(f"{budget['pretraining_epochs']:g} pre-training epochs")
     parts.append(f"{budget['finetuning_epochs']:g} fine-tuning epochs")
