@@ -307,6 +307,7 @@ def test_training_arguments_of_the_runs():
     assert stage0.model_output_dir == stage0_model and stage0.output_dir == os.path.join("out", "seed1", "stage0")
     assert json.loads(stage0.dataset_options) == STAGE0_DATASET_OPTIONS == MainJobOptions().stage0_data_options
     assert stage0.per_device_train_batch_size == MainJobOptions().stage0_batch_size == 64
+    assert stage0.learning_rate == MainJobOptions().stage0_learning_rate == 5e-4  # half the recipe's rate
     assert (stage0.num_train_epochs, stage0.max_steps) == (1.0, MainJobOptions().stage0_steps)  # the demo's stage 0
     emoco = pretraining_arguments(plan["pretrain-emoco"], options)
     assert (emoco.pretraining_losses, emoco.emoco_queue_size, emoco.emoco_momentum) == ("emoco", 256, 0.95)
@@ -330,7 +331,7 @@ def test_training_arguments_of_the_runs():
     for args in (stage0, emoco, activity, tuned, described, none, cl_ile):
         assert (args.seed, args.dataset, args.report_to, args.checkpointing_steps) == (1, "synthfaces", "none", 10**6)
         assert args.cache_dir == os.path.join("out", "data")
-        assert args.learning_rate == SYNTHFACES_RECIPE["learning_rate"]
+        assert args.learning_rate == (5e-4 if args is stage0 else SYNTHFACES_RECIPE["learning_rate"])
         assert args.output_dir.startswith(os.path.join("out", "seed1", ""))
     for args in (emoco, activity, tuned, described, none, cl_ile):
         assert json.loads(args.dataset_options) == DEFAULT_DATASET_OPTIONS == {

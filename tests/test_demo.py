@@ -32,6 +32,11 @@ def test_quick_demo_saves_loadable_models_and_the_results_the_readme_quotes(tmp_
     rows = results["table"]["au"]["rows"]
     assert len(rows) == 3 + 9 and "logistic regression on HOG" in rows and "CLEF stage 0 + 1 -> stage 2 (IND)" in rows
     assert set(results["table"]["expression"]["rows"]) == set(rows)
+    # Stage 0 trains at its own rate (MainJobOptions.stage0_learning_rate), stage 1 at the recipe's.
+    stage0_args = json.loads((tmp_path / "stage0" / "model" / "training_args.json").read_text())
+    stage1_args = json.loads((tmp_path / "stage1" / "model" / "training_args.json").read_text())
+    assert (stage0_args["pretraining_losses"], stage0_args["learning_rate"]) == ("image_text", 5e-4)
+    assert stage1_args["learning_rate"] == 1e-3 and stage1_args["pretraining_losses"] != "image_text"
     for key in ("au.mean_f1", "au.baseline_all_positive_f1", "expression.accuracy",
                 "expression.baseline_majority_accuracy"):
         value = results

@@ -95,7 +95,8 @@ class StudyOptions:
         stage0_steps (`int`): The optimizer steps of each seed's stage-0 run (image-caption loss, batch
             `stage0_batch_size`); the demo's 2000 by default; 0: no stage 0, every run starts from the random
             initialisation.
-        stage0_batch_size (`int`): Stage 0's batch (the demo's 64).
+        stage0_batch_size (`int`), stage0_learning_rate (`float`): Stage 0's batch and peak rate (the demo's: 64,
+            5e-4).
         stage0_model (`str`, *optional*): A finished stage-0 model folder every seed starts from instead of training
             its own (e.g. the demo's `outputs/demo/stage0/model`); the study then has no stage-0 runs.
         stage0_dataset_options (`dict`): Options of the `synthfaces` builder for the stage-0 captioned faces.
@@ -123,6 +124,7 @@ class StudyOptions:
     seeds: tuple = (0, 1, 2)
     stage0_steps: int = DEMO_OPTIONS.stage0_steps
     stage0_batch_size: int = DEMO_OPTIONS.stage0_batch_size
+    stage0_learning_rate: float = DEMO_OPTIONS.stage0_learning_rate
     stage0_model: str | None = None
     stage0_dataset_options: dict = field(default_factory=lambda: dict(STAGE0_DATASET_OPTIONS))
     pretraining_epochs: float = 2.0
@@ -338,7 +340,8 @@ def pretraining_arguments(run: StudyRun, options: StudyOptions) -> PretrainingAr
     if run.kind == "stage0":
         shared = {**_shared_arguments(run, options),
                   "dataset_options": json.dumps(options.stage0_dataset_options, sort_keys=True),
-                  "per_device_train_batch_size": options.stage0_batch_size}
+                  "per_device_train_batch_size": options.stage0_batch_size,
+                  "learning_rate": options.stage0_learning_rate}
         return PretrainingArguments(pretraining_losses="image_text", config_file=options.model_config,
                                     model_output_dir=run.model_dir, **shared)
     emoco = ({"emoco_queue_size": options.emoco_queue_size, "emoco_momentum": options.emoco_momentum}
