@@ -26,6 +26,10 @@ ROWS = {
     "lr-2e-3": {"learning_rate": 2e-3},
     "layer-decay-0.8": {"layer_decay": 0.8},
     "layer-decay-0.6": {"layer_decay": 0.6},
+    "warmup-0.5": {"warmup_epochs": 0.5},
+    "no-text-warmup": {"text_warmup_steps": 0},
+    "weight-decay-0.2": {"weight_decay": 0.2},
+    "no-colour-jitter": {"color_jitter": 0.0},
 }
 
 
