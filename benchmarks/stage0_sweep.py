@@ -1,13 +1,13 @@
-"""The stage-0 sweep of docs/diagnosis.md (section 9): how stage 0's data and batch move stage 2.
+"""The stage-0 sweep of docs/diagnosis.md (sections 9, 11 and 13): how stage 0's data, batch and rate move stage 2.
 
 Each row runs stage 0 (`pretrain` with `pretraining_losses="image_text"`, the demo model from random init, the demo
 recipe) on captioned faces of subjects 1000 and up, then fine-tunes the image-only head (I) for AUs and for
-expressions from it with the demo's stage-2 budget (10 epochs, 800 steps) on the demo's split (28 subjects: 20 train,
+expressions from it (10 epochs by default; `--finetuning_epochs 6` is the demo's present budget) on the demo's split (28 subjects: 20 train,
 4 validation, 4 test). The row the demo uses was chosen by its validation figures; the test figures are printed
 beside them because they were read, and were not used to choose. One torch thread per run; two rows side by side
 take about 8 minutes on 2 cores.
 
-    python benchmarks/stage0_sweep.py --rows bs64-300x8 --output stage0_sweep.json
+    python benchmarks/stage0_sweep.py --rows bs64-2400x1-2000-lr5e-4 --finetuning_epochs 6 --output stage0_sweep.json
 """
 
 import argparse
@@ -24,22 +24,22 @@ from clef_hf.training.pretrain import pretrain
 from clef_hf.training.recipes import SYNTHFACES_FINETUNING, SYNTHFACES_MODEL_CONFIG, SYNTHFACES_RECIPE
 
 #: Row name -> (stage-0 optimizer steps, batch size, subjects, frames per activity[, learning rate]); the first five
-#: rows see 19,200 faces; without a rate a row uses the recipe's (`SYNTHFACES_RECIPE`, 1e-3).
+#: rows and every 2000-step row see 19,200 faces; without a rate a row uses the recipe's (`SYNTHFACES_RECIPE`, 1e-3).
 ROWS = {
     "bs32-150x16": (4000, 32, 150, 16),
     "bs32-300x8": (4000, 32, 300, 8),
     "bs64-150x16": (2500, 64, 150, 16),
-    "bs64-300x8": (2500, 64, 300, 8),  # the demo's stage 0 (MainJobOptions)
+    "bs64-300x8": (2500, 64, 300, 8),  # section 9's choice
     "bs128-150x16": (1250, 128, 150, 16),
     "bs64-300x8-1500": (1500, 64, 300, 8),  # the same faces, 60% of the steps
-    "bs64-300x8-2000": (2000, 64, 300, 8),  # the demo's stage 0 since the 15-minute cut (MainJobOptions)
+    "bs64-300x8-2000": (2000, 64, 300, 8),  # after the 15-minute cut (section 9)
     "bs64-300x8-2000-lr5e-4": (2000, 64, 300, 8, 5e-4),
     "bs64-300x8-2000-lr2e-3": (2000, 64, 300, 8, 2e-3),
     "bs64-300x8-2000-lr2.5e-4": (2000, 64, 300, 8, 2.5e-4),
     "bs64-300x8-2000-lr1.25e-4": (2000, 64, 300, 8, 1.25e-4),
     "bs64-600x4-2000-lr5e-4": (2000, 64, 600, 4, 5e-4),  # the same face count, twice the identities
     "bs64-1200x2-2000-lr5e-4": (2000, 64, 1200, 2, 5e-4),
-    "bs64-2400x1-2000-lr5e-4": (2000, 64, 2400, 1, 5e-4),
+    "bs64-2400x1-2000-lr5e-4": (2000, 64, 2400, 1, 5e-4),  # the demo's stage 0 (MainJobOptions, section 13)
 }
 DATA = {"num_subjects": 28, "num_validation_subjects": 4, "num_test_subjects": 4, "frames_per_activity": 16, "seed": 0}
 
