@@ -157,6 +157,9 @@ def test_a_given_stage0_model_is_every_seeds_start_and_replaces_the_stage0_runs(
         check_plan(plan)  # without the given model, a start from outside the plan is foreign
     with pytest.raises(ValueError, match="no config.json"):
         StudyOptions(stage0_model=str(tmp_path / "missing"))
+    summary = {**summarize(records_of(options)), "stage0_model": str(given)}
+    assert summary["budget"]["stage0_steps"] is None
+    assert f"one stage-0 model ({given}) for every start" in format_table(summary).splitlines()[0]
 
 
 def test_every_method_gets_the_same_budget():

@@ -244,9 +244,9 @@ class StudyRun:
 
 
 def study_plan(options: StudyOptions) -> list[StudyRun]:
-    """The study's runs in execution order: per seed, its stage-0 run (if `stage0_steps` and no `stage0_model`), then per pre-training
-    variant its pre-training from stage 0 (unless `none`) and its fine-tuning runs (task by task, component by
-    component); then CL-ILE for that seed.
+    """The study's runs in execution order: per seed, its stage-0 run (if `stage0_steps` and no `stage0_model`),
+    then per pre-training variant its pre-training from stage 0 (unless `none`) and its fine-tuning runs (task by
+    task, component by component); then CL-ILE for that seed.
 
     Returns:
         `list[StudyRun]`: every run comes after the run whose model it starts from.
