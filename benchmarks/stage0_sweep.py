@@ -40,6 +40,8 @@ ROWS = {
     "bs64-600x4-2000-lr5e-4": (2000, 64, 600, 4, 5e-4),  # the same face count, twice the identities
     "bs64-1200x2-2000-lr5e-4": (2000, 64, 1200, 2, 5e-4),
     "bs64-2400x1-2000-lr5e-4": (2000, 64, 2400, 1, 5e-4),  # the demo's stage 0 (MainJobOptions, section 13)
+    "bs64-2400x1-2000-lr1e-3": (2000, 64, 2400, 1, 1e-3),
+    "bs64-2400x1-2000-lr2.5e-4": (2000, 64, 2400, 1, 2.5e-4),
 }
 DATA = {"num_subjects": 28, "num_validation_subjects": 4, "num_test_subjects": 4, "frames_per_activity": 16, "seed": 0}
 
