@@ -25,8 +25,8 @@ test: $(STAMP)
 	HF_HUB_OFFLINE=1 $(PY) -m pytest -q
 
 # The ablation study of the README (Table 6 on the synthetic faces, with EmoCo, self-supervised pre-training and
-# CL-ILE). 3 seeds, each with its own stage 0: an estimated hour on 2 cores (one seed from a given stage 0 took 17
-# minutes, a stage 0 about 5). An interrupted study resumes where it stopped.
+# CL-ILE), 3 seeds, each with its own stage 0. Measured parts on 2 cores: one seed from a given stage 0, 17 minutes;
+# one stage 0, 5-6 minutes. An interrupted study resumes where it stopped.
 study: $(STAMP)
 	HF_HUB_OFFLINE=1 PYTHONPATH=. $(PY) scripts/ablation_study.py --output_dir outputs/study
 

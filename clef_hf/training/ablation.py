@@ -43,7 +43,7 @@ from dataclasses import asdict, dataclass, field, replace
 from .arguments import COMPONENTS, FineTuningArguments, PretrainingArguments
 from .checkpointing import CHECKPOINTS_DIR
 from .finetune import finetune
-from .main_job import MainJobOptions, job_executor
+from .main_job import MainJobOptions, check_worker_counts, job_executor
 from .pretrain import pretrain
 from .recipes import SYNTHFACES_FINETUNING, SYNTHFACES_MODEL_CONFIG, SYNTHFACES_RECIPE
 
@@ -161,8 +161,7 @@ class StudyOptions:
         if self.stage0_model is not None and not os.path.isfile(os.path.join(self.stage0_model, "config.json")):
             raise ValueError(f"stage0_model {self.stage0_model!r} is not a saved model folder (no config.json); "
                              "give the `model` folder a stage-0 run wrote, e.g. outputs/demo/stage0/model.")
-        if self.workers < 1 or self.worker_threads < 1:
-            raise ValueError(f"workers and worker_threads must be >= 1, got {self.workers} and {self.worker_threads}.")
+        check_worker_counts(self.workers, self.worker_threads)
         if self.max_steps == 0 or self.max_steps < -1:
             raise ValueError(f"max_steps must be -1 (off) or > 0, got {self.max_steps}.")
         if self.include_cl_ile and self.cl_ile_pretraining not in ("none",) + self.pretraining_variants:

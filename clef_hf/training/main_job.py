@@ -197,6 +197,12 @@ def _set_worker_threads(threads: int) -> None:
     torch.set_num_threads(threads)
 
 
+def check_worker_counts(workers: int, worker_threads: int) -> None:
+    """Raise a `ValueError` unless there is at least one worker of at least one thread."""
+    if workers < 1 or worker_threads < 1:
+        raise ValueError(f"workers and worker_threads must be >= 1, got {workers} and {worker_threads}.")
+
+
 def job_executor(workers: int, worker_threads: int) -> Executor:
     """Where the main job's stages and rows run: in this process for `workers=1`, else in a pool of `workers`
     processes (spawned, so that no torch state is forked) with `worker_threads` torch threads each.
@@ -205,8 +211,7 @@ def job_executor(workers: int, worker_threads: int) -> Executor:
     process doubles the throughput; each run is seeded and runs on its own threads, so its figures do not depend on
     which worker runs it or on what runs beside it.
     """
-    if workers < 1 or worker_threads < 1:
-        raise ValueError(f"workers and worker_threads must be >= 1, got {workers} and {worker_threads}.")
+    check_worker_counts(workers, worker_threads)
     if workers == 1:
         return _InlineExecutor()
     return ProcessPoolExecutor(max_workers=workers, mp_context=multiprocessing.get_context("spawn"),
