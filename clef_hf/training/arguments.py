@@ -52,6 +52,15 @@ class DataArguments:
     cache_dir: str | None = field(default=None, metadata={"help": "Where `datasets` prepares the data."})
     num_proc: int = field(default=1, metadata={"help": "Processes for preparing the data."})
     dataloader_num_workers: int = 0
+    cache_pixel_values: bool = field(
+        default=False,
+        metadata={"help": "Run the image processor over each split once, before training, and keep its output (a "
+                          "float32 `pixel_values` column, cached on disk by `datasets` beside the data) instead of "
+                          "decoding and processing every image again in every epoch. The same pixels, so the same "
+                          "training; it pays where the images are small and read many times (the synthetic faces: "
+                          "48 KB per 64-pixel face, benchmarks/pixel_cache.py). At 224 pixels it costs 600 KB per "
+                          "image of disk, so it is off by default."},
+    )
 
     def __post_init__(self) -> None:
         if self.dataset_options is not None:

@@ -5,6 +5,7 @@ labels or caption tokens, and the class weights of Eq. 4-5."""
 import os
 
 import datasets
+import numpy as np
 import torch
 from torch.utils.data import Sampler
 
@@ -13,6 +14,8 @@ from .arguments import DataArguments
 
 #: Label columns that hold floats (the others are integer labels or category ids).
 FLOAT_LABEL_COLUMNS = ("au_intensity",)
+#: The column [`with_pixel_values`] writes: the image processor's output for the row's image.
+PIXEL_VALUES = "pixel_values"
 #: Files that mark a folder written by `Dataset.save_to_disk` / `DatasetDict.save_to_disk`.
 SAVED_DATASET_FILES = ("dataset_dict.json", "state.json")
 #: Metadata files of Hugging Face's imagefolder layout (one row per image, its `file_name` and other fields).
@@ -115,6 +118,45 @@ def epoch_batches(accelerator, dataloader, sampler: EpochSeededSampler, epoch: i
     return dataloader
 
 
+def _process_images(batch: dict, image_processor, image_column: str) -> dict:
+    images = [image.convert("RGB") for image in batch[image_column]]
+    return {PIXEL_VALUES: image_processor(images=images, return_tensors="np")["pixel_values"].astype(np.float32)}
+
+
+def with_pixel_values(split: datasets.Dataset, image_processor, image_column: str = "image",
+                      num_proc: int | None = None) -> datasets.Dataset:
+    """The split with its images run through the image processor once: the image column is replaced by a
+    `pixel_values` column of shape (3, size, size), float32, exactly what the collators would compute from each image,
+    and the split is formatted so that rows give it as a numpy array (other columns stay as they are).
+
+    `datasets.Dataset.map` does the work and caches the result on disk beside the split's own files, keyed by the
+    split's fingerprint and the processor's settings, so runs that read the same split with the same processor (the
+    demo's eighteen stage-2 rows) process it once. The collators take rows of either kind.
+    """
+    if image_column not in split.column_names:
+        raise ValueError(f"The split has no image column {image_column!r} to process (it has {split.column_names}).")
+    if len(split) == 0:
+        raise ValueError("The split is empty: there are no images to process.")
+    first = _process_images(split[:1], image_processor, image_column)[PIXEL_VALUES]
+    features = split.features.copy()
+    del features[image_column]
+    features[PIXEL_VALUES] = datasets.Array3D(shape=tuple(first.shape[1:]), dtype="float32")
+    processed = split.map(
+        _process_images, batched=True, batch_size=256, remove_columns=[image_column], features=features,
+        fn_kwargs={"image_processor": image_processor, "image_column": image_column},
+        num_proc=num_proc if num_proc and num_proc > 1 else None, desc="processing the images once",
+    )
+    return processed.with_format("numpy", columns=[PIXEL_VALUES], output_all_columns=True)
+
+
+def _pixel_values(rows: list[dict], image_processor, image_column: str = "image") -> torch.Tensor:
+    """(batch, 3, size, size) pixels of the rows: stacked from [`with_pixel_values`]'s column, or processed now."""
+    if PIXEL_VALUES in rows[0]:
+        return torch.from_numpy(np.stack([row[PIXEL_VALUES] for row in rows]))
+    images = [row[image_column].convert("RGB") for row in rows]
+    return image_processor(images=images, return_tensors="pt")["pixel_values"]
+
+
 class FacialBehaviorCollator:
     """Turns rows of a facial-behaviour split into a batch.
 
@@ -138,8 +180,7 @@ class FacialBehaviorCollator:
         }
 
     def __call__(self, rows: list[dict]) -> dict[str, torch.Tensor]:
-        images = [row["image"].convert("RGB") for row in rows]
-        batch = {"pixel_values": self.image_processor(images=images, return_tensors="pt")["pixel_values"]}
+        batch = {"pixel_values": _pixel_values(rows, self.image_processor)}
         for column in self.label_columns:
             values = [row[column] for row in rows]
             if column in self.category_index:
@@ -168,12 +209,11 @@ class ImageCaptionCollator:
         self.max_length = max_length
 
     def __call__(self, rows: list[dict]) -> dict[str, torch.Tensor]:
-        images = [row["image"].convert("RGB") for row in rows]
         captions = [row[self.caption_column] for row in rows]
         tokens = self.tokenizer(captions, padding=True, truncation=True, max_length=self.max_length,
                                 return_tensors="pt")
         return {
-            "pixel_values": self.image_processor(images=images, return_tensors="pt")["pixel_values"],
+            "pixel_values": _pixel_values(rows, self.image_processor),
             "input_ids": tokens["input_ids"],
             "attention_mask": tokens["attention_mask"],
         }
@@ -238,6 +278,7 @@ __all__ = [
     "ImageCaptionCollator",
     "activities_of",
     "check_captions",
+    "with_pixel_values",
     "class_weights_from_split",
     "get_split",
     "image_folder_metadata",

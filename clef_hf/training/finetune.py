@@ -37,6 +37,7 @@ from .data import (
     epoch_batches,
     get_split,
     load_splits,
+    with_pixel_values,
 )
 from .evaluation import (
     BEST_METRIC,
@@ -258,6 +259,12 @@ def finetune(args: FineTuningArguments) -> dict:
     if args.gradient_checkpointing:
         model.activation_checkpointing_enable()
     config = model.config
+    if args.cache_pixel_values:  # every image through the processor once, not once per epoch (the same pixels)
+        with accelerator.main_process_first():
+            train_split, eval_split = (with_pixel_values(split, processor.image_processor, num_proc=args.num_proc)
+                                       for split in (train_split, eval_split))
+            if test_split is not None:
+                test_split = with_pixel_values(test_split, processor.image_processor, num_proc=args.num_proc)
 
     def tokens(texts: list[str]) -> dict[str, torch.Tensor]:
         encoded = processor.tokenizer(texts, padding=True, truncation=True, return_tensors="pt",

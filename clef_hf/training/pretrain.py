@@ -47,6 +47,7 @@ from .data import (
     epoch_batches,
     get_split,
     load_splits,
+    with_pixel_values,
 )
 from .distributed import gather_features, gather_labels, replicated_gradient
 from .initialization import labels_of_split, load_model_and_processor
@@ -136,6 +137,9 @@ def pretrain(args: PretrainingArguments) -> dict:
         for template in templates
     ] if uses_text else []  # per template: (num_activities, length)
 
+    if args.cache_pixel_values:  # every image through the processor once, not once per epoch (the same pixels)
+        with accelerator.main_process_first():
+            train_split = with_pixel_values(train_split, processor.image_processor, num_proc=args.num_proc)
     sampler = EpochSeededSampler(len(train_split), args.seed)
     if image_text:
         collator = ImageCaptionCollator(processor.image_processor, processor.tokenizer, args.caption_column,
