@@ -7,7 +7,7 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.clef-hf-installed
 
-.PHONY: demo test study bench bench-gpu guarantees install clean
+.PHONY: demo test study bench bench-gpu guarantees install clean demo-fixture
 
 install: $(STAMP)
 
@@ -23,6 +23,17 @@ demo: $(STAMP)
 
 test: $(STAMP)
 	HF_HUB_OFFLINE=1 $(PY) -m pytest -q
+
+# After `make demo`: copy its saved AU model (weights, config, processor and tokenizer; 3 MB) and the job's options
+# into tests/fixtures/demo_au_model, the trained model tests/test_explain.py measures the relevancy maps on. A test
+# fails while the fixture's options differ from MainJobOptions' or the recipe's: refresh it when they change.
+DEMO_FIXTURE := tests/fixtures/demo_au_model
+demo-fixture:
+	mkdir -p $(DEMO_FIXTURE)
+	for name in config.json model.safetensors processor_config.json tokenizer.json tokenizer_config.json \
+		training_args.json eval_results.json; do cp outputs/demo/au-model/$$name $(DEMO_FIXTURE)/; done
+	$(PY) -c "import json; options = json.load(open('outputs/demo/results.json'))['options']; \
+		json.dump(options, open('$(DEMO_FIXTURE)/main_job_options.json', 'w'), indent=1)"
 
 # The ablation study of the README (Table 6 on the synthetic faces, with EmoCo, self-supervised pre-training and
 # CL-ILE), 3 seeds, each with its own stage 0. Measured parts on 2 cores: one seed from a given stage 0, 17 minutes;

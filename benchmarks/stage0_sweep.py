@@ -2,12 +2,12 @@
 
 Each row runs stage 0 (`pretrain` with `pretraining_losses="image_text"`, the demo model from random init, the demo
 recipe) on captioned faces of subjects 1000 and up, then fine-tunes the image-only head (I) for AUs and for
-expressions from it (10 epochs by default; `--finetuning_epochs 6` is the demo's present budget) on the demo's split (28 subjects: 20 train,
+expressions from it (10 epochs by default, the demo's budget) on the demo's split (28 subjects: 20 train,
 4 validation, 4 test). The row the demo uses was chosen by its validation figures; the test figures are printed
 beside them because they were read, and were not used to choose. One torch thread per run; two rows side by side
 take about 8 minutes on 2 cores.
 
-    python benchmarks/stage0_sweep.py --rows bs64-2400x1-2000-lr5e-4 --finetuning_epochs 6 --output stage0_sweep.json
+    python benchmarks/stage0_sweep.py --rows bs64-2400x1-2000-lr5e-4 --output stage0_sweep.json
 """
 
 import argparse

@@ -37,7 +37,7 @@ def parse_args(argv=None):
     parser.add_argument("--seed", type=int, default=0, help="the synthfaces seed the model was trained with")
     parser.add_argument("--subjects", type=int, nargs="+", default=[24, 25, 26, 27],
                         help="subject indices, held out from the model's training (the demo's test subjects)")
-    parser.add_argument("--frames_per_activity", type=int, default=6)
+    parser.add_argument("--frames_per_activity", type=int, default=16, help="16: every test face of the demo")
     parser.add_argument("--faces", type=int, default=4, help="rows of the grid")
     parser.add_argument("--output_dir", default="docs/figures/relevancy")
     return parser.parse_args(argv)
