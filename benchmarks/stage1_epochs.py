@@ -27,6 +27,8 @@ def main() -> None:
     parser.add_argument("--learning_rate", type=float, default=SYNTHFACES_RECIPE["learning_rate"],
                         help="stage 1's peak rate (the demo's: the recipe's)")
     parser.add_argument("--demo_dir", default="outputs/demo", help="the demo's output folder")
+    parser.add_argument("--finetuning_epochs", type=float, default=MainJobOptions.finetuning_epochs,
+                        help="stage-2 epochs (the demo's; docs/diagnosis.md sections 9, 11 and 13 used 6)")
     parser.add_argument("--stage0_model", default=None,
                         help="the stage-0 model stage 1 starts from (default: the demo's, DEMO_DIR/stage0/model)")
     args = parser.parse_args()
@@ -48,7 +50,7 @@ def main() -> None:
                 output_dir=os.path.join(work_dir, task), task=task, components="I",
                 model_name_or_path=stage1["model_dir"], dataset="synthfaces",
                 dataset_options=json.dumps(options.data_options), cache_dir=cache_dir, num_proc=1,
-                num_train_epochs=options.finetuning_epochs, eval_split="validation", test_split="test",
+                num_train_epochs=args.finetuning_epochs, eval_split="validation", test_split="test",
                 report_to="none", **SYNTHFACES_FINETUNING, **common))
             row[task] = {"validation": result["validation"][key], "test": result["test"][key]}
     print(json.dumps(row))

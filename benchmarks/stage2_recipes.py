@@ -33,13 +33,13 @@ ROWS = {
 }
 
 
-def run_row(name: str, task: str, components: str, demo_dir: str, work_dir: str, start: str) -> dict:
+def run_row(name: str, task: str, components: str, demo_dir: str, work_dir: str, start: str, epochs: float) -> dict:
     options = MainJobOptions(output_dir=demo_dir)
     started = time.perf_counter()
     result = finetune(FineTuningArguments(
         output_dir=os.path.join(work_dir, f"{task}-{components}-{name}"), task=task, components=components,
         dataset="synthfaces", dataset_options=json.dumps(options.data_options),
-        cache_dir=os.path.join(demo_dir, "data"), num_proc=1, num_train_epochs=options.finetuning_epochs,
+        cache_dir=os.path.join(demo_dir, "data"), num_proc=1, num_train_epochs=epochs,
         eval_split="validation", test_split="test", model_name_or_path=os.path.join(demo_dir, start, "model"),
         report_to="none",
         **{**SYNTHFACES_FINETUNING, **SYNTHFACES_RECIPE, "seed": options.seed, "logging_steps": 50,
@@ -58,6 +58,8 @@ def main() -> None:
     parser.add_argument("--components", default="I", choices=["I", "IN", "IND"])
     parser.add_argument("--start", default="stage0", help="the demo's pre-trained model: stage0 or stage1")
     parser.add_argument("--demo_dir", default="outputs/demo", help="the demo's output folder")
+    parser.add_argument("--finetuning_epochs", type=float, default=MainJobOptions.finetuning_epochs,
+                        help="stage-2 epochs per row (the demo's; docs/diagnosis.md sections 10 and 12 used 6)")
     parser.add_argument("--output", default=None, help="also write the rows here (JSON)")
     args = parser.parse_args()
     torch.set_num_threads(1)
@@ -65,7 +67,8 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as work_dir:
         for name in args.rows:
             for task in args.tasks:
-                rows.append(run_row(name, task, args.components, args.demo_dir, work_dir, args.start))
+                rows.append(run_row(name, task, args.components, args.demo_dir, work_dir, args.start,
+                                    args.finetuning_epochs))
                 print(json.dumps(rows[-1]), flush=True)
     if args.output:
         with open(args.output, "w") as file:
