@@ -331,6 +331,8 @@ def test_training_arguments_of_the_runs():
     cl_ile = finetuning_arguments(plan["finetune-none-cl_ile-au"], options)
     assert (cl_ile.objective, cl_ile.task, cl_ile.model_name_or_path, cl_ile.config_file, cl_ile.num_train_epochs) == (
         "cl_ile", "au", stage0_model, None, options.finetuning_epochs)
+    # CL-ILE's floor in Eq. 4 is the study's (chosen on validation), not the loop's near-zero default
+    assert (cl_ile.cl_ile_orthogonality_floor, none.cl_ile_orthogonality_floor) == (0.3, 1e-6)
     for args in (stage0, emoco, activity, tuned, described, none, cl_ile):
         assert (args.seed, args.dataset, args.report_to, args.checkpointing_steps) == (1, "synthfaces", "none", 10**6)
         assert args.cache_dir == os.path.join("out", "data")

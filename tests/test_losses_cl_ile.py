@@ -387,6 +387,16 @@ def test_orthogonality_loss_exactly_orthogonal_is_finite():
     assert orthogonality_loss(identity, general, eps=1e-3).item() == pytest.approx(math.log(1e-3))
 
 
+def test_orthogonality_loss_is_flat_below_its_floor():
+    # |cos| = 0.2 and 0.6: with a floor of 0.3 the first is the constant log 0.3 (no gradient), the second Eq. 4.
+    identity = torch.tensor([[1.0, 0.0], [1.0, 0.0]], dtype=DTYPE)
+    general = torch.tensor([[0.2, math.sqrt(1 - 0.04)], [0.6, 0.8]], dtype=DTYPE, requires_grad=True)
+    loss = orthogonality_loss(identity, general, eps=0.3)
+    assert loss.item() == pytest.approx((math.log(0.3) + math.log(0.6)) / 2)
+    loss.backward()
+    assert torch.count_nonzero(general.grad[0]) == 0 and torch.count_nonzero(general.grad[1]) > 0
+
+
 def test_orthogonality_loss_gradients_are_finite():
     identity, general = randn(5, 8, seed=51), randn(5, 8, seed=52, requires_grad=True)
     orthogonality_loss(identity, general).backward()

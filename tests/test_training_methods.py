@@ -173,6 +173,24 @@ def test_cl_ile_stage_one_trains_the_id_side_and_stage_two_the_general_side(tmp_
     assert [entry["step"] for entry in results["history"]] == [8]
 
 
+def test_cl_ile_orthogonality_floor_reaches_eq_4(tmp_path, tiny_faces, tiny_config_file):
+    """A floor above every |cos| makes Eq. 4 constant, so stage II trains exactly as without it (weight 0); the
+    default floor does not."""
+    from accelerate.state import AcceleratorState, GradientState
+
+    runs = {"floor": {"cl_ile_orthogonality_floor": 0.999}, "no-eq4": {"cl_ile_orthogonality_weight": 0.0},
+            "default": {}}
+    ends = {}
+    for name, overrides in runs.items():
+        finetune(cl_ile_args(tmp_path / name, tiny_faces, tiny_config_file, **overrides))
+        ends[name] = state(tmp_path / name / "checkpoints" / "step-8")
+        AcceleratorState._reset_state(True)
+        GradientState._reset_state()
+    for key in ends["floor"]:
+        assert torch.equal(ends["floor"][key], ends["no-eq4"][key]), key
+    assert not torch.equal(ends["default"]["au_embeddings"], ends["no-eq4"]["au_embeddings"])
+
+
 def test_cl_ile_checkpoint_is_a_clef_model_with_cl_ile_decisions(tmp_path, tiny_faces, tiny_config_file):
     """The best folder is an ordinary CLEF model whose label embeddings are the normalised AU embeddings; its AU
     decisions σ(cos/τ) > 0.5 are CL-ILE's σ(F^G · AU) > 0.5, and evaluating it gives the loop's F1."""
@@ -278,6 +296,10 @@ def test_the_methods_flags_default_to_their_papers_values(tmp_path):
     cl_ile = FineTuningArguments(output_dir=str(tmp_path), config_file="x.json", objective="cl_ile")
     assert (cl_ile.cl_ile_identity_bce_weight, cl_ile.cl_ile_bce_weight, cl_ile.cl_ile_orthogonality_weight,
             cl_ile.cl_ile_contrastive_weight, cl_ile.cl_ile_temperature) == (0.4, 1.0, 0.5, 0.4, 2.0)  # CL-ILE Sec. 4.1
+    assert cl_ile.cl_ile_orthogonality_floor == 1e-6  # not in the paper: only keeps Eq. 4's log finite
+    for floor in (0.0, 1.0):
+        with pytest.raises(ValueError, match="--cl_ile_orthogonality_floor must lie in"):
+            FineTuningArguments(output_dir=str(tmp_path), config_file="x.json", cl_ile_orthogonality_floor=floor)
     with pytest.raises(ValueError, match="--objective must be one of"):
         FineTuningArguments(output_dir=str(tmp_path), config_file="x.json", objective="moco")
     with pytest.raises(ValueError, match="--cl_ile_temperature must be > 0"):

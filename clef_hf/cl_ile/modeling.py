@@ -34,6 +34,8 @@ class CLILEModule(nn.Module):
         identity_bce_weight: λ of Eq. 3 (paper: 0.4).
         bce_weight, orthogonality_weight, contrastive_weight: λ_1, λ_2, λ_3 of Eq. 6 (paper: 1, 0.5, 0.4).
         temperature: τ of Eq. 5 (paper: 2).
+        orthogonality_floor: the floor on |cos| inside Eq. 4's log (`losses.orthogonality_loss`'s `eps`; not in the
+            paper).
     """
 
     def __init__(
@@ -45,6 +47,7 @@ class CLILEModule(nn.Module):
         orthogonality_weight: float = 0.5,
         contrastive_weight: float = 0.4,
         temperature: float = 2.0,
+        orthogonality_floor: float = 1e-6,
     ):
         super().__init__()
         if num_subjects < 2:
@@ -61,6 +64,7 @@ class CLILEModule(nn.Module):
         self.weights = {"identity_bce": identity_bce_weight, "bce": bce_weight, "orthogonality": orthogonality_weight,
                         "contrastive": contrastive_weight}
         self.temperature = temperature
+        self.orthogonality_floor = orthogonality_floor
 
     def identity_features(self, pixel_values: torch.Tensor) -> torch.Tensor:
         """(batch, 3, size, size) images -> (batch, D) person-specific features F^ID_emb."""
@@ -96,7 +100,7 @@ class CLILEModule(nn.Module):
         general_features = self.model.get_image_features(pixel_values).float()
         loss = stage_two_loss(
             au_bce_loss(general_features, self.au_embeddings, labels, au_weights),
-            orthogonality_loss(identity_features, general_features),
+            orthogonality_loss(identity_features, general_features, self.orthogonality_floor),
             label_contrastive_loss(general_features, self.au_embeddings, labels, self.temperature),
             self.weights["bce"], self.weights["orthogonality"], self.weights["contrastive"],
         )

@@ -289,6 +289,7 @@ def finetune(args: FineTuningArguments) -> dict:
         module = CLILEModule(
             model, len(subjects), args.cl_ile_identity_bce_weight, args.cl_ile_bce_weight,
             args.cl_ile_orthogonality_weight, args.cl_ile_contrastive_weight, args.cl_ile_temperature,
+            args.cl_ile_orthogonality_floor,
         )
     else:
         module = FineTuningModule(model, args.components)
