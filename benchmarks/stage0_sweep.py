@@ -23,7 +23,8 @@ from clef_hf.training.finetune import finetune
 from clef_hf.training.pretrain import pretrain
 from clef_hf.training.recipes import SYNTHFACES_FINETUNING, SYNTHFACES_MODEL_CONFIG, SYNTHFACES_RECIPE
 
-#: Row name -> (stage-0 optimizer steps, batch size, subjects, frames per activity[, learning rate]); the first five
+#: Row name -> (stage-0 optimizer steps, batch size, subjects, frames per activity[, learning rate[, more options of
+#: the stage-0 data set]]); the first five
 #: rows and every 2000-step row see 19,200 faces; without a rate a row uses the recipe's (`SYNTHFACES_RECIPE`, 1e-3).
 ROWS = {
     "bs32-150x16": (4000, 32, 150, 16),
@@ -42,6 +43,8 @@ ROWS = {
     "bs64-2400x1-2000-lr5e-4": (2000, 64, 2400, 1, 5e-4),  # the demo's stage 0 (MainJobOptions, section 13)
     "bs64-2400x1-2000-lr1e-3": (2000, 64, 2400, 1, 1e-3),
     "bs64-2400x1-2000-lr2.5e-4": (2000, 64, 2400, 1, 2.5e-4),
+    # Captions that name every movement (the demo's name at most 4, brows and eyes first, so the mouth goes first):
+    "bs64-2400x1-2000-lr5e-4-all-movements": (2000, 64, 2400, 1, 5e-4, {"caption_movements": 8}),
 }
 DATA = {"num_subjects": 28, "num_validation_subjects": 4, "num_test_subjects": 4, "frames_per_activity": 16, "seed": 0}
 
@@ -49,8 +52,9 @@ DATA = {"num_subjects": 28, "num_validation_subjects": 4, "num_test_subjects": 4
 def run_row(name: str, work_dir: str, cache_dir: str, finetuning_epochs: list[float]) -> dict:
     """Stage 0 of row `name` (read back when `work_dir/name/stage0/model` holds a finished one, e.g. the demo's
     `outputs/demo/stage0` linked there), then the I head for both tasks at each of `finetuning_epochs`."""
-    steps, batch, subjects, frames, *rate = ROWS[name]
-    recipe = {**SYNTHFACES_RECIPE, **({"learning_rate": rate[0]} if rate else {})}
+    steps, batch, subjects, frames, *rest = ROWS[name]
+    rate, data_options = (rest + [None, {}])[:2]
+    recipe = {**SYNTHFACES_RECIPE, **({"learning_rate": rate} if rate else {})}
     started = time.perf_counter()
     stage0_dir = os.path.join(work_dir, name, "stage0")
     model_dir = os.path.join(stage0_dir, "model")
@@ -58,7 +62,7 @@ def run_row(name: str, work_dir: str, cache_dir: str, finetuning_epochs: list[fl
         model_dir = pretrain(PretrainingArguments(
             output_dir=stage0_dir, dataset="synthfaces",
             dataset_options=json.dumps({"first_subject": 1000, "num_subjects": subjects, "num_test_subjects": 0,
-                                        "frames_per_activity": frames, "seed": 0}),
+                                        "frames_per_activity": frames, "seed": 0, **data_options}),
             cache_dir=cache_dir, num_proc=1, num_train_epochs=1.0, max_steps=steps,
             pretraining_losses="image_text", config_file=SYNTHFACES_MODEL_CONFIG, report_to="none",
             **{**recipe, "per_device_train_batch_size": batch, "seed": 0, "logging_steps": 100,

@@ -65,6 +65,10 @@ class CLEFConfig(PretrainedConfig):
             λ of Eq. 6, the weight of the image-name loss against the name-description loss.
         au_threshold (`float`, *optional*, defaults to 0.5):
             An AU is predicted present when `sigmoid(logit)` exceeds this probability.
+        test_time_flip (`bool`, *optional*, defaults to `False`):
+            At inference ([`CLEFModel.get_image_embeddings`]: the pipeline and the evaluation), an image's embedding
+            is the normalised mean of its own and its mirror image's. Fine-tuning with `--select_test_time_flip`
+            sets it when it scores higher on the validation split. Training never mirrors this way.
         class_weights (`list[float]`, *optional*):
             The per-label weights `w_c` of Eq. 4-5. `None` means all ones. Training computes them from its split.
         au_intensity (`bool`, *optional*, defaults to `False`):
@@ -108,6 +112,7 @@ class CLEFConfig(PretrainedConfig):
     activity_templates: list[str] = field(default_factory=lambda: list(ACTIVITY_TEMPLATES))
     image_name_loss_weight: float = 2.0
     au_threshold: float = 0.5
+    test_time_flip: bool = False
     class_weights: list[float] | None = None
     au_intensity: bool = False
     intensity_levels: list[float] = field(default_factory=lambda: list(INTENSITY_LEVELS))

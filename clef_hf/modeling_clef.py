@@ -140,6 +140,25 @@ class CLEFModel(CLEFPreTrainedModel):
         """
         return self.visual_projection(self.vision_model(pixel_values=pixel_values, **kwargs).pooler_output)
 
+    def get_image_embeddings(self, pixel_values: torch.Tensor, test_time_flip: bool | None = None) -> torch.Tensor:
+        """The normalised image embeddings inference compares with label embeddings (the pipeline, the evaluation).
+
+        Args:
+            pixel_values: (batch, num_channels, image_size, image_size) images, normalised by the processor.
+            test_time_flip: also embed each image mirrored left-right and take the normalised mean of the two unit
+                embeddings; defaults to `config.test_time_flip`. The label sets are mirror-symmetric (AUs are scored
+                for the whole face, and a one-sided AU stays one-sided), so the mirror image has the same labels.
+
+        Returns:
+            (batch, projection_dim) float32 unit vectors.
+        """
+        flip = self.config.test_time_flip if test_time_flip is None else test_time_flip
+        embeds = nn.functional.normalize(self.get_image_features(pixel_values).float(), dim=-1)
+        if flip:
+            mirrored = nn.functional.normalize(self.get_image_features(pixel_values.flip(-1)).float(), dim=-1)
+            embeds = nn.functional.normalize(embeds + mirrored, dim=-1)
+        return embeds
+
     def get_text_features(
         self, input_ids: torch.Tensor, attention_mask: torch.Tensor | None = None, **kwargs
     ) -> torch.FloatTensor:

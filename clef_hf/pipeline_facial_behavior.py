@@ -437,9 +437,8 @@ class FacialBehaviorPipeline(ChunkPipeline):
             else:
                 context = contextlib.nullcontext()
                 pixel_values = pixel_values.to(self.model.dtype)
-            with context:
-                image_features = self.model.get_image_features(pixel_values=pixel_values)
-            image_embeds = nn.functional.normalize(image_features.float(), dim=-1)
+            with context:  # with config.test_time_flip, the mean of the face's and its mirror image's embeddings
+                image_embeds = self.model.get_image_embeddings(pixel_values)
             # As CLEFModel.forward: cosine similarity over the learned temperature.
             logits[has_face] = image_embeds @ label_embeds.float().T / self.model.temperature.float()
             if with_intensity:

@@ -20,7 +20,8 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     for field in dataclasses.fields(MainJobOptions):
         if field.type in (bool, "bool"):
-            parser.add_argument(f"--{field.name}", action="store_true")
+            # --quick, --no-test_time_flip: each flag keeps the option's default unless given
+            parser.add_argument(f"--{field.name}", action=argparse.BooleanOptionalAction, default=field.default)
         else:
             kind = {"int": int, "float": float, "str": str}.get(str(field.type), field.type)
             parser.add_argument(f"--{field.name}", type=kind, default=field.default)

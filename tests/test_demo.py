@@ -37,6 +37,13 @@ def test_quick_demo_saves_loadable_models_and_the_results_the_readme_quotes(tmp_
     stage1_args = json.loads((tmp_path / "stage1" / "model" / "training_args.json").read_text())
     assert (stage0_args["pretraining_losses"], stage0_args["learning_rate"]) == ("image_text", 5e-4)
     assert stage1_args["learning_rate"] == 1e-3 and stage1_args["pretraining_losses"] != "image_text"
+    # Boolean options keep their defaults from the command line: test-time mirroring is chosen on validation for
+    # every row, CLEF (saved in the model's config) and classical.
+    assert results["options"]["test_time_flip"] is True and results["options"]["quick"] is True
+    saved_au = json.loads((tmp_path / "au-model" / "config.json").read_text())
+    au_run = json.loads((tmp_path / "runs" / "au-stage0_1-IND" / "all_results.json").read_text())
+    assert saved_au["test_time_flip"] is au_run["test_time_flip"] and isinstance(au_run["test_time_flip"], bool)
+    assert all(isinstance(row["test_time_flip"], bool) for row in results["references"]["au"]["rows"].values())
     for key in ("au.mean_f1", "au.baseline_all_positive_f1", "expression.accuracy",
                 "expression.baseline_majority_accuracy"):
         value = results

@@ -377,3 +377,24 @@ def test_subjects_look_different():
     for a in range(4):
         for b in range(a + 1, 4):
             assert np.abs(faces[a] - faces[b]).mean() > 10
+
+
+def test_captions_name_the_mouth_of_a_full_display_unless_capped():
+    """Fear's six AUs make four movements, the brows' and the eyes' first and then two of the mouth; with the extra
+    AUs frames add, the old cap of 4 dropped the mouth's. The default caption names every one (stage 0 learns the
+    lower face from them); a cap of 2 keeps brows and eyes only."""
+    identity, fear = frame_with({au: 3.5 for au in (1, 2, 4, 5, 20, 26)})
+    mouth = r"lips pulled wide|stretched mouth|lips drawn back"
+    assert all(re.search(mouth, caption) for caption in captions_of(identity, fear))
+    capped = [caption_of(identity, fear, np.random.default_rng(k), max_movements=2) for k in range(40)]
+    assert not any(re.search(mouth, caption) for caption in capped)
+
+
+def test_caption_movements_is_checked_and_reaches_the_captions(tmp_path):
+    with pytest.raises(ValueError, match="caption_movements"):
+        build_dataset("synthfaces", cache_dir=str(tmp_path), num_subjects=2, num_test_subjects=1,
+                      frames_per_activity=1, caption_movements=-1)
+    few = build_dataset("synthfaces", cache_dir=str(tmp_path), num_subjects=2, num_test_subjects=1,
+                        frames_per_activity=2, image_size=32, caption_movements=0)
+    movement = r"smil|smirk|frown|\bbrows?\b|eyes|nose|lip|mouth|chin|pout|sneer|squint|glar|dimple|cheek"
+    assert not any(re.search(movement, caption) for caption in few["train"]["caption"])

@@ -265,6 +265,13 @@ class FineTuningArguments(TrainingLoopArguments):
         metadata={"help": "AUs: at the best epoch, choose the probability threshold (0.05 to 0.95) that maximises "
                           "the mean F1 on --eval_split, and save it as the model's config.au_threshold."},
     )
+    select_test_time_flip: bool = field(
+        default=False,
+        metadata={"help": "At the best epoch, score --eval_split with and without test-time mirroring (an image's "
+                          "embedding the mean of its own and its mirror image's) and save the better way as the "
+                          "model's config.test_time_flip (ties: without; AUs: each way at its own best threshold). "
+                          "Not in the paper; inference then costs two image passes."},
+    )
     per_device_eval_batch_size: int = 128
     text_warmup_steps: int = field(
         default=0,

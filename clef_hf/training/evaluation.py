@@ -80,6 +80,7 @@ def label_scores(
     label_embeds: torch.Tensor,
     split_label_ids: list[str] | None = None,
     intensity_embeds_override: torch.Tensor | None = None,
+    test_time_flip: bool | None = None,
 ) -> LabelScores:
     """The scores of `model` on the batches of `dataloader` (prepared by `accelerator`), every process's rows
     gathered (the padding of uneven batches dropped), on the CPU.
@@ -92,6 +93,8 @@ def label_scores(
         intensity_embeds_override: (num_model_labels, num_levels, projection_dim) intensity phrase embeddings of an
             `au_intensity` model; defaults to its `intensity_embeddings` buffer. The intensity is scored when the
             batches carry an `au_intensity` column.
+        test_time_flip: embed each image with its mirror image too ([`CLEFModel.get_image_embeddings`]); defaults
+            to `model.config.test_time_flip`.
     """
     model_label_ids = list(model.config.label_ids)
     split_label_ids = list(split_label_ids or model_label_ids)
@@ -106,7 +109,7 @@ def label_scores(
     scores, references, intensities, intensity_references = [], [], [], []
     for batch in dataloader:
         with accelerator.autocast():
-            image_embeds = nn.functional.normalize(model.get_image_features(batch["pixel_values"]), dim=-1)
+            image_embeds = model.get_image_embeddings(batch["pixel_values"], test_time_flip)
         logits = image_embeds.float() @ selected.T / model.temperature.float()
         labels = batch[task]
         if task == "au":

@@ -425,7 +425,8 @@ def finetune(args: FineTuningArguments) -> dict:
         "eval_split": args.eval_split, "test_split": args.test_split,
         "best_epoch": loop_state["best_epoch"], "best_metric": loop_state["best_metric"], "best": best,
         "history": loop_state["history"],
-        "au_threshold": final["au_threshold"], "validation": final["validation"], "test": final["test"],
+        "au_threshold": final["au_threshold"], "test_time_flip": final["test_time_flip"],
+        "validation": final["validation"], "test": final["test"],
         "test_baseline": None if test_split is None else baseline_metrics(train_split, test_split, task, label_ids),
         "class_weights": class_weights, "best_model_dir": args.best_model_dir,
     }
@@ -481,12 +482,14 @@ def finish_best_model(
     best_epoch: int,
 ) -> dict:
     """Reload the best epoch's model from `args.best_model_dir`; for AUs with `args.select_au_threshold`, choose its
-    threshold on the eval split ([`select_au_threshold`]); evaluate the test split once; save the model again with
-    the threshold in its config and the test metrics (the eval split's without a test split) in `eval_results.json`.
+    threshold on the eval split ([`select_au_threshold`]), and with `args.select_test_time_flip` whether it mirrors
+    images at inference (`config.test_time_flip`, the better of the two ways on the eval split); evaluate the test
+    split once; save the model again with these choices in its config and the test metrics (the eval split's
+    without a test split) in `eval_results.json`.
 
     Returns:
-        `{"au_threshold" (None for expressions), "validation" (the eval split's metrics at that threshold), "test"
-        (None without a test split)}`.
+        `{"au_threshold" (None for expressions), "test_time_flip", "validation" (the eval split's metrics with these
+        choices), "test" (None without a test split)}`.
     """
     accelerator.wait_for_everyone()  # the main process has written the folder
     if not os.path.isfile(os.path.join(args.best_model_dir, "config.json")):
@@ -496,11 +499,17 @@ def finish_best_model(
         )
     model = CLEFModel.from_pretrained(args.best_model_dir).to(accelerator.device).eval()
     label_embeds = model._stored_label_embeddings()
-    scores = label_scores(accelerator, model, eval_dataloader, task, label_embeds)
-    if task == "au" and args.select_au_threshold:
-        model.config.au_threshold, validation = select_au_threshold(scores)
-    else:
-        validation = metrics_from_scores(scores, task, model.config.au_threshold)
+    key = BEST_METRIC[task]
+    best = None
+    for flip in (False, True) if args.select_test_time_flip else (model.config.test_time_flip,):
+        scores = label_scores(accelerator, model, eval_dataloader, task, label_embeds, test_time_flip=flip)
+        if task == "au" and args.select_au_threshold:
+            threshold, metrics = select_au_threshold(scores)
+        else:
+            threshold, metrics = model.config.au_threshold, metrics_from_scores(scores, task, model.config.au_threshold)
+        if best is None or metrics[key] > best[2][key]:  # ties keep the single pass
+            best = (flip, threshold, metrics)
+    model.config.test_time_flip, model.config.au_threshold, validation = best
     test = None
     if test_split is not None:
         test_dataloader = accelerator.prepare_data_loader(DataLoader(
@@ -510,13 +519,15 @@ def finish_best_model(
                               labels_of_split(test_split, task)["label_ids"])
     au_threshold = model.config.au_threshold if task == "au" else None
     eval_results = {"epoch": best_epoch, "split": args.test_split or args.eval_split, "dataset": args.dataset_name,
-                    "selection_split": args.eval_split, "au_threshold": au_threshold, **(test or validation)}
+                    "selection_split": args.eval_split, "au_threshold": au_threshold,
+                    "test_time_flip": model.config.test_time_flip, **(test or validation)}
     if accelerator.is_main_process:
         save_directory_atomically(
             args.best_model_dir, lambda folder: write_model_folder(folder, model, processor, args, eval_results)
         )
     accelerator.wait_for_everyone()
-    return {"au_threshold": au_threshold, "validation": validation, "test": test}
+    return {"au_threshold": au_threshold, "test_time_flip": model.config.test_time_flip, "validation": validation,
+            "test": test}
 
 
 __all__ = [

@@ -64,6 +64,9 @@ class MainJobOptions:
             the pixels processed once (`cache_pixel_values`), 10 epochs fit (752 s for the job on 2 cores of an AMD
             EPYC), and every one of the 18 rows scored higher on validation than at 6 epochs (AU F1 +0.02 to
             +0.07, accuracy +0.01 to +0.09; docs/diagnosis.md, section 14).
+        test_time_flip: every row, CLEF and classical, chooses on the validation subjects whether to predict from
+            each face and its mirror image together (`FineTuningArguments.select_test_time_flip`,
+            `classical_references(select_test_time_flip=True)`); the saved models keep the choice in their config.
         seed: seed of data order, augmentation and initialisation.
         workers: processes that run independent stages and rows side by side ([`job_executor`]); 1 runs everything
             in this process.
@@ -83,6 +86,7 @@ class MainJobOptions:
     stage0_learning_rate: float = 5e-4
     stage1_epochs: float = 2
     finetuning_epochs: float = 10
+    test_time_flip: bool = True
     seed: int = 0
     workers: int = 2
     worker_threads: int = 1
@@ -165,7 +169,7 @@ def run_finetuning(options: MainJobOptions, task: str, start: str, components: s
         dataset="synthfaces", dataset_options=json.dumps(options.data_options),
         cache_dir=os.path.join(options.output_dir, "data"), num_proc=2,
         num_train_epochs=options.finetuning_epochs, eval_split="validation", test_split="test",
-        **SYNTHFACES_FINETUNING, **initial,
+        select_test_time_flip=options.test_time_flip, **SYNTHFACES_FINETUNING, **initial,
         **{**SYNTHFACES_RECIPE, "seed": options.seed, "logging_steps": 20, "checkpointing_steps": 200,
            **({"max_steps": 4} if options.quick else {})},
     ))
@@ -179,7 +183,7 @@ def reference_rows(options: MainJobOptions) -> dict:
     for task in TASKS:
         label_ids = au_ids_of(splits["train"]) if task == "au" else splits["train"].features["expression"].names
         references[task] = classical_references(splits["train"], splits["validation"], splits["test"], task,
-                                                list(label_ids))
+                                                list(label_ids), select_test_time_flip=options.test_time_flip)
     return references
 
 
@@ -294,7 +298,7 @@ def run_intensity(options: MainJobOptions, starts: dict, start: str = STARTS[-1]
             dataset="synthfaces", dataset_options=json.dumps(options.data_options),
             cache_dir=os.path.join(options.output_dir, "data"), num_proc=2,
             num_train_epochs=options.finetuning_epochs, eval_split="validation", test_split="test",
-            **SYNTHFACES_FINETUNING, **initial,
+            select_test_time_flip=options.test_time_flip, **SYNTHFACES_FINETUNING, **initial,
             **{**SYNTHFACES_RECIPE, "seed": options.seed, "logging_steps": 20, "checkpointing_steps": 200,
                **({"max_steps": 4} if options.quick else {})},
         ))

@@ -128,40 +128,56 @@ def fit_task(features: np.ndarray, labels: np.ndarray, task: str, C_grid: tuple[
     return [list(classifiers) for classifiers in zip(*per_au)]
 
 
-def predict_task(classifiers: list, features: np.ndarray, task: str) -> np.ndarray:
-    """(n, num_aus) 0/1 predictions (AUs) or (n,) class indices (expressions) of one strength's classifiers."""
+def predict_task(classifiers: list, features: np.ndarray, task: str, mirrored: np.ndarray | None = None) -> np.ndarray:
+    """(n, num_aus) 0/1 predictions (AUs) or (n,) class indices (expressions) of one strength's classifiers.
+
+    With `mirrored` (the (n, d) features of the same images mirrored left-right), each prediction is that of the mean
+    decision function of the image and its mirror image (test-time mirroring, as `CLEFConfig.test_time_flip`)."""
+
+    def decide(classifier) -> np.ndarray:
+        if mirrored is None or not hasattr(classifier, "decision_function"):  # constant predictors: no scores
+            return classifier.predict(features)
+        scores = (classifier.decision_function(features) + classifier.decision_function(mirrored)) / 2
+        return classifier.classes_[scores.argmax(-1) if scores.ndim == 2 else (scores > 0).astype(int)]
+
     if task == "expression":
-        return classifiers[0].predict(features)
-    return np.stack([classifier.predict(features) for classifier in classifiers], axis=1)
+        return decide(classifiers[0])
+    return np.stack([decide(classifier) for classifier in classifiers], axis=1)
 
 
 def reference_row(features: dict[str, np.ndarray], labels: dict[str, np.ndarray], task: str, label_ids: list[str],
-                  C_grid: tuple[float, ...]) -> dict:
-    """One row: fit on `train` at each C, keep the C with the best validation metric (the first one on ties), and
-    score `test` once with it.
+                  C_grid: tuple[float, ...], mirrored: dict[str, np.ndarray] | None = None) -> dict:
+    """One row: fit on `train` at each C, keep the C (and, with `mirrored`, whether to mirror at test time) with
+    the best validation metric (the first one on ties, the single pass before the mirrored one), and score `test`
+    once with it.
 
     Args:
         features: `{"train", "validation", "test"}` -> (n, d) features, standardised on the training split.
         labels: the same keys -> labels as `label_array` gives them.
+        mirrored: `{"validation", "test"}` -> the features of the same images mirrored left-right, standardised
+            alike; given, test-time mirroring ([`predict_task`]) is one more choice made on validation.
 
     Returns:
-        `{"C", "validation" (metrics at C), "validation_by_C" ({C: selection metric}), "test" (metrics at C),
-        "num_features", "converged"}`.
+        `{"C", "test_time_flip", "validation" (metrics at C), "validation_by_C" ({C: selection metric}, single
+        pass), "test" (metrics at C), "num_features", "converged"}`.
     """
     key = BEST_METRIC[task]
     path = fit_task(features["train"], labels["train"], task, C_grid)
     by_C, best = {}, None
     for C, classifiers in zip(C_grid, path):
-        metrics = prediction_metrics(predict_task(classifiers, features["validation"], task).tolist(),
-                                     labels["validation"].tolist(), task, label_ids)
-        by_C[str(C)] = metrics[key]
-        if best is None or metrics[key] > best[1][key]:
-            best = (C, metrics, classifiers)
-    C, validation, classifiers = best
-    test = prediction_metrics(predict_task(classifiers, features["test"], task).tolist(), labels["test"].tolist(),
-                              task, label_ids)
+        for flip in (False, True) if mirrored is not None else (False,):
+            predictions = predict_task(classifiers, features["validation"], task,
+                                       mirrored["validation"] if flip else None)
+            metrics = prediction_metrics(predictions.tolist(), labels["validation"].tolist(), task, label_ids)
+            if not flip:
+                by_C[str(C)] = metrics[key]
+            if best is None or metrics[key] > best[2][key]:
+                best = (C, flip, metrics, classifiers)
+    C, flip, validation, classifiers = best
+    predictions = predict_task(classifiers, features["test"], task, mirrored["test"] if flip else None)
+    test = prediction_metrics(predictions.tolist(), labels["test"].tolist(), task, label_ids)
     converged = all(getattr(classifier, "converged_", True) for classifier in classifiers)
-    return {"C": C, "validation": validation, "validation_by_C": by_C, "test": test,
+    return {"C": C, "test_time_flip": flip, "validation": validation, "validation_by_C": by_C, "test": test,
             "num_features": int(features["train"].shape[1]), "converged": converged}
 
 
@@ -173,6 +189,7 @@ def classical_references(
     label_ids: list[str],
     image_size: int | None = None,
     C_grid: tuple[float, ...] = DEFAULT_C_GRID,
+    select_test_time_flip: bool = False,
 ) -> dict:
     """Logistic regression on raw grey pixels and on HOG, C chosen on `validation_split`, scored once on
     `test_split`.
@@ -186,6 +203,9 @@ def classical_references(
             of the per-label metrics.
         image_size: the side, in pixels, that images are resized to (grey); default: the first training image's size.
         C_grid: the strengths tried on the validation split.
+        select_test_time_flip: also choose on the validation split whether to predict from the mean decision of
+            each image and its mirror image, the choice `FineTuningArguments.select_test_time_flip` gives the CLEF
+            rows (so that both sides of the table get it).
 
     Returns:
         `{"task", "selection_metric", "C_grid", "image_size", "num_images" ({split: n}), "test_baseline" (the trivial
@@ -211,8 +231,14 @@ def classical_references(
     labels = {name: label_array(split, task, label_ids, name) for name, split in named.items()}
     rows = {}
     for row, featurise in ((PIXELS_ROW, pixel_features), (HOG_ROW, hog_features)):
-        features = standardised({name: featurise(split_images) for name, split_images in images.items()})
-        rows[row] = reference_row(features, labels, task, label_ids, tuple(C_grid))
+        raw = {name: featurise(split_images) for name, split_images in images.items()}
+        scaler = StandardScaler().fit(raw["train"])  # as `standardised`
+        features = {name: scaler.transform(values) for name, values in raw.items()}
+        mirrored = None
+        if select_test_time_flip:
+            mirrored = {name: scaler.transform(featurise(np.ascontiguousarray(images[name][:, :, ::-1])))
+                        for name in ("validation", "test")}
+        rows[row] = reference_row(features, labels, task, label_ids, tuple(C_grid), mirrored)
     return {
         "task": task, "selection_metric": BEST_METRIC[task], "C_grid": list(C_grid), "image_size": list(size),
         "num_images": {name: len(split) for name, split in named.items()},

@@ -22,7 +22,7 @@ from clef_hf.vocabulary import BP4D_ACTIVITIES
 from ..data_report import DataReport
 from ..facial_behavior_builder import VERSION, FacialBehaviorBuilder, FacialBehaviorConfig
 from ..schema import EXPRESSIONS_8, describe, facial_behavior_features
-from .captions import caption_of, caption_rng
+from .captions import MAX_MOVEMENTS, caption_of, caption_rng
 from .generator import (
     ACTIVITIES,
     AU_NUMBERS,
@@ -63,6 +63,8 @@ class SynthFacesConfig(FacialBehaviorConfig):
         frames_per_activity: frames per subject and task.
         image_size: side of the square images, in pixels.
         seed: the data set's seed; the same seed gives byte-identical images, labels and captions.
+        caption_movements: at most this many movements of the face are named in a caption, the most conspicuous
+            first (`captions.MAX_MOVEMENTS`, every movement, by default); a frame shows up to 7.
     """
 
     num_subjects: int = 16
@@ -72,6 +74,7 @@ class SynthFacesConfig(FacialBehaviorConfig):
     frames_per_activity: int = 24
     image_size: int = 64
     seed: int = 0
+    caption_movements: int = MAX_MOVEMENTS
 
     def __post_init__(self):
         super().__post_init__()
@@ -99,6 +102,8 @@ class SynthFacesConfig(FacialBehaviorConfig):
             raise ValueError(f"image_size must be at least 16 pixels, got {self.image_size}.")
         if self.seed < 0:
             raise ValueError(f"seed must be a non-negative integer, got {self.seed}.")
+        if self.caption_movements < 0:
+            raise ValueError(f"caption_movements must be a non-negative count, got {self.caption_movements}.")
         if self.crop_faces:
             raise ValueError("crop_faces does not apply to synthfaces: its images are face crops already.")
 
@@ -156,5 +161,6 @@ class SynthFaces(FacialBehaviorBuilder):
                 "au": frame.au.tolist(),
                 "au_intensity": [round(float(i), 3) for i in frame.au_intensity],
                 "expression": frame.expression,
-                "caption": caption_of(identity, frame, caption_rng(config.seed, subject_index, activity, frame_index)),
+                "caption": caption_of(identity, frame, caption_rng(config.seed, subject_index, activity, frame_index),
+                                      config.caption_movements),
             }
