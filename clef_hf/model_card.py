@@ -380,6 +380,7 @@ def template_variables(
         "name_template": _md(config.get("name_template", "{}")),
         "labels": labels,
         "au_threshold": config.get("au_threshold", 0.5),
+        "test_time_flip": bool(config.get("test_time_flip", False)),
         "image_size": image_size,
         "base_model": base_model,
         "data_setting": DATA_SETTING_TEXT[setting].format(title=title),

@@ -308,7 +308,9 @@ def test_training_arguments_of_the_runs():
     assert (stage0.pretraining_losses, stage0.config_file, stage0.model_name_or_path) == (
         "image_text", MODEL_CONFIG, None)  # stage 0 alone starts from the model config
     assert stage0.model_output_dir == stage0_model and stage0.output_dir == os.path.join("out", "seed1", "stage0")
-    assert json.loads(stage0.dataset_options) == STAGE0_DATASET_OPTIONS == MainJobOptions().stage0_data_options
+    # The demo's faces, with the captions docs/study was measured on (at most 4 movements; the demo names all).
+    assert json.loads(stage0.dataset_options) == STAGE0_DATASET_OPTIONS == {
+        **MainJobOptions().stage0_data_options, "caption_movements": 4}
     assert stage0.per_device_train_batch_size == MainJobOptions().stage0_batch_size == 64
     assert stage0.learning_rate == MainJobOptions().stage0_learning_rate == 5e-4  # half the recipe's rate
     assert (stage0.num_train_epochs, stage0.max_steps) == (1.0, MainJobOptions().stage0_steps)  # the demo's stage 0

@@ -215,6 +215,12 @@ def test_card_without_training_records_and_for_expressions(tmp_path, make_config
     assert card.data.eval_results is None and "facial-expression-recognition" in card.data.tags
     assert "no `training_args.json`" in card.text and "no `eval_results.json`" in card.text
     assert "| happiness |" in card.text
+    assert "mirror image" not in card.text
+    model.config.test_time_flip = True  # as --select_test_time_flip saves it
+    model.save_pretrained(folder)
+    assert "mirror image's embeddings (`config.test_time_flip`" in render_model_card(folder, "me/e").text
+    model.config.test_time_flip = False
+    model.save_pretrained(folder)
 
     labels = list(model.config.label_ids)
     matrix = [[5 if row == column else 1 for column in range(len(labels))] for row in range(len(labels))]

@@ -61,7 +61,7 @@ class MainJobOptions:
         stage1_epochs, finetuning_epochs: budgets; every stage-2 row gets the same. Stage 0's steps buy more than
             stage 2's epochs within the 15 minutes (on validation: 2500 stage-0 steps and 6 epochs beat 1500 steps
             and 7 epochs), so stage 0 gets 2000 steps (docs/diagnosis.md, section 9). Stage 2 gets 10 epochs: with
-            the pixels processed once (`cache_pixel_values`), 10 epochs fit (752 s for the job on 2 cores of an AMD
+            the pixels processed once (`cache_pixel_values`), 10 epochs fit (607 s for the job on 2 cores of an AMD
             EPYC), and every one of the 18 rows scored higher on validation than at 6 epochs (AU F1 +0.02 to
             +0.07, accuracy +0.01 to +0.09; docs/diagnosis.md, section 14).
         test_time_flip: every row, CLEF and classical, chooses on the validation subjects whether to predict from
