@@ -503,10 +503,11 @@ def finish_best_model(
     best = None
     for flip in (False, True) if args.select_test_time_flip else (model.config.test_time_flip,):
         scores = label_scores(accelerator, model, eval_dataloader, task, label_embeds, test_time_flip=flip)
+        threshold = model.config.au_threshold
         if task == "au" and args.select_au_threshold:
             threshold, metrics = select_au_threshold(scores)
         else:
-            threshold, metrics = model.config.au_threshold, metrics_from_scores(scores, task, model.config.au_threshold)
+            metrics = metrics_from_scores(scores, task, threshold)
         if best is None or metrics[key] > best[2][key]:  # ties keep the single pass
             best = (flip, threshold, metrics)
     model.config.test_time_flip, model.config.au_threshold, validation = best

@@ -232,12 +232,13 @@ def classical_references(
     rows = {}
     for row, featurise in ((PIXELS_ROW, pixel_features), (HOG_ROW, hog_features)):
         raw = {name: featurise(split_images) for name, split_images in images.items()}
-        scaler = StandardScaler().fit(raw["train"])  # as `standardised`
-        features = {name: scaler.transform(values) for name, values in raw.items()}
-        mirrored = None
-        if select_test_time_flip:
-            mirrored = {name: scaler.transform(featurise(np.ascontiguousarray(images[name][:, :, ::-1])))
-                        for name in ("validation", "test")}
+        if select_test_time_flip:  # the mirror images, scaled with the training split's statistics too
+            raw.update({f"{name} mirrored": featurise(np.ascontiguousarray(images[name][:, :, ::-1]))
+                        for name in ("validation", "test")})
+        scaled = standardised(raw)
+        features = {name: scaled[name] for name in images}
+        mirrored = {name: scaled[f"{name} mirrored"] for name in ("validation", "test")} if select_test_time_flip \
+            else None
         rows[row] = reference_row(features, labels, task, label_ids, tuple(C_grid), mirrored)
     return {
         "task": task, "selection_metric": BEST_METRIC[task], "C_grid": list(C_grid), "image_size": list(size),
