@@ -351,6 +351,28 @@ def test_schedule_warms_up_then_decays_to_the_floor(tmp_path):
     assert scheduler.get_last_lr()[0] == pytest.approx(1e-5)
 
 
+def test_fused_adamw_is_off_by_default_and_matches_the_loop_to_rounding(tmp_path):
+    weights = {}
+    for fused in (False, True):
+        torch.manual_seed(0)
+        model = torch.nn.Sequential(torch.nn.Linear(8, 8), torch.nn.LayerNorm(8), torch.nn.Linear(8, 3))
+        args = finetune_args(tmp_path, "synthfaces", "x.json", learning_rate=1e-2, weight_decay=0.05,
+                             **({"fused_adamw": True} if fused else {}))
+        optimizer = make_optimizer(model, args)
+        assert bool(optimizer.defaults.get("fused")) is fused
+        inputs, targets = torch.randn(16, 8), torch.randint(0, 3, (16,))
+        for _ in range(5):
+            optimizer.zero_grad()
+            torch.nn.functional.cross_entropy(model(inputs), targets).backward()
+            optimizer.step()
+        weights[fused] = torch.cat([parameter.detach().flatten() for parameter in model.parameters()])
+    torch.manual_seed(0)
+    initial = torch.cat([p.detach().flatten() for p in torch.nn.Sequential(
+        torch.nn.Linear(8, 8), torch.nn.LayerNorm(8), torch.nn.Linear(8, 3)).parameters()])
+    assert not torch.allclose(weights[False], initial)  # the steps moved the weights
+    torch.testing.assert_close(weights[True], weights[False], rtol=1e-5, atol=1e-6)
+
+
 def test_arguments_default_to_the_papers_learning_rates_and_name_bad_values(tmp_path):
     assert finetune_args(tmp_path, "disfa", "x.json", learning_rate=None).learning_rate == 1e-4
     assert finetune_args(tmp_path, "bp4d", "x.json", learning_rate=None).learning_rate == 2e-4

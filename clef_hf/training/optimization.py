@@ -50,6 +50,7 @@ def make_optimizer(model: torch.nn.Module, args: TrainingLoopArguments) -> torch
     image encoder's layers at `layer_decay` powers of it ([`vision_layer_scales`]).
 
     Biases, layer norms, embeddings of positions and classes and the logit scale get no weight decay (as in CLIP).
+    With `args.fused_adamw` the step is torch's fused kernel, else the implementation torch picks.
     """
     text_names = text_parameter_names(model)
     layer_scales = vision_layer_scales(model, args.layer_decay)
@@ -69,7 +70,8 @@ def make_optimizer(model: torch.nn.Module, args: TrainingLoopArguments) -> torch
         for (is_text, no_decay, scale), parameters in sorted(groups.items(), key=_full_rate_first)
     ]
     return torch.optim.AdamW(
-        param_groups, lr=args.learning_rate, betas=(args.adam_beta1, args.adam_beta2), eps=args.adam_epsilon
+        param_groups, lr=args.learning_rate, betas=(args.adam_beta1, args.adam_beta2), eps=args.adam_epsilon,
+        **({"fused": True} if args.fused_adamw else {}),
     )
 
 
