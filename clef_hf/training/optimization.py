@@ -71,7 +71,7 @@ def make_optimizer(model: torch.nn.Module, args: TrainingLoopArguments) -> torch
     ]
     return torch.optim.AdamW(
         param_groups, lr=args.learning_rate, betas=(args.adam_beta1, args.adam_beta2), eps=args.adam_epsilon,
-        **({"fused": True} if args.fused_adamw else {}),
+        **({"fused": True} if getattr(args, "fused_adamw", False) else {}),
     )
 
 
