@@ -352,10 +352,16 @@ def test_schedule_warms_up_then_decays_to_the_floor(tmp_path):
 
 
 def test_fused_adamw_is_off_by_default_and_matches_the_loop_to_rounding(tmp_path):
+    def seeded_model() -> torch.nn.Module:
+        torch.manual_seed(0)
+        return torch.nn.Sequential(torch.nn.Linear(8, 8), torch.nn.LayerNorm(8), torch.nn.Linear(8, 3))
+
+    def flat(model: torch.nn.Module) -> torch.Tensor:
+        return torch.cat([parameter.detach().flatten() for parameter in model.parameters()])
+
     weights = {}
     for fused in (False, True):
-        torch.manual_seed(0)
-        model = torch.nn.Sequential(torch.nn.Linear(8, 8), torch.nn.LayerNorm(8), torch.nn.Linear(8, 3))
+        model = seeded_model()
         args = finetune_args(tmp_path, "synthfaces", "x.json", learning_rate=1e-2, weight_decay=0.05,
                              **({"fused_adamw": True} if fused else {}))
         optimizer = make_optimizer(model, args)
@@ -365,11 +371,8 @@ def test_fused_adamw_is_off_by_default_and_matches_the_loop_to_rounding(tmp_path
             optimizer.zero_grad()
             torch.nn.functional.cross_entropy(model(inputs), targets).backward()
             optimizer.step()
-        weights[fused] = torch.cat([parameter.detach().flatten() for parameter in model.parameters()])
-    torch.manual_seed(0)
-    initial = torch.cat([p.detach().flatten() for p in torch.nn.Sequential(
-        torch.nn.Linear(8, 8), torch.nn.LayerNorm(8), torch.nn.Linear(8, 3)).parameters()])
-    assert not torch.allclose(weights[False], initial)  # the steps moved the weights
+        weights[fused] = flat(model)
+    assert not torch.allclose(weights[False], flat(seeded_model()))  # the steps moved the weights
     torch.testing.assert_close(weights[True], weights[False], rtol=1e-5, atol=1e-6)
 
 
